@@ -1,0 +1,34 @@
+//! # adalora-core
+//!
+//! The method core of the framework: LoRA and AdaLoRA layers, the orthogonality regularizer,
+//! sensitivity scores, the cubic budget schedule and the global rank allocator. Backend-generic
+//! (`B: Backend` / `AutodiffBackend` from burn) and free of I/O.
+//!
+//! The behavioural reference is the original AdaLoRA code / PEFT (see `paper-notes/`); the
+//! paper's variants (squared orthogonality penalty, pre-update sensitivity, score ablations)
+//! are options.
+
+pub mod adapted;
+pub mod allocator;
+pub mod config;
+pub mod error;
+pub mod frozen;
+pub mod lora;
+pub mod optim;
+pub mod orth;
+pub mod schedule;
+pub mod svd;
+
+pub use adapted::{AdaptedLinear, AdapterHost};
+pub use allocator::{
+    mask_to_budget, AdapterObservation, AllocatorState, RankAllocator, RankPattern, ScoreConfig,
+    ScoreKind, ScoreWeights, StepOutcome,
+};
+pub use config::AdaLoraConfig;
+pub use error::CoreError;
+pub use frozen::{freeze, frozen_linear};
+pub use lora::{LoraConfig, LoraLinear};
+pub use optim::{AdaLoraOptimizer, AdaLoraOptimizerRecord};
+pub use orth::{orthogonal_regularizer, OrthRegForm};
+pub use schedule::{BudgetSchedule, Phase};
+pub use svd::{SvdAdapterConfig, SvdLinear};

@@ -1,0 +1,137 @@
+//! `AdaLoraOptimizer` end to end on a tiny two-layer model: one `step` call per optimizer step
+//! drives scores, schedule and masking; the run ends at exactly the target total rank.
+
+mod common;
+
+use adalora_core::{
+    orthogonal_regularizer, AdaLoraConfig, AdaLoraOptimizer, AdaptedLinear, AdapterHost,
+    OrthRegForm, RankAllocator,
+};
+use burn::backend::{Autodiff, NdArray};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+
+type AB = Autodiff<NdArray<f32>>;
+
+#[derive(Module, Debug)]
+struct Tiny<B: Backend> {
+    first: AdaptedLinear<B>,
+    second: AdaptedLinear<B>,
+}
+
+impl<B: Backend> AdapterHost<B> for Tiny<B> {
+    fn adapted_linears(&self) -> Vec<&AdaptedLinear<B>> {
+        vec![&self.first, &self.second]
+    }
+    fn adapted_linears_mut(&mut self) -> Vec<&mut AdaptedLinear<B>> {
+        vec![&mut self.first, &mut self.second]
+    }
+}
+
+impl<B: Backend> Tiny<B> {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.second.forward(burn::tensor::activation::relu(self.first.forward(x)))
+    }
+}
+
+fn linear(d_in: usize, d_out: usize) -> burn::nn::Linear<AB> {
+    let device = Default::default();
+    let w = Tensor::<AB, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.3), &device);
+    adalora_core::frozen_linear(w, Some(Tensor::zeros([d_out], &device)))
+}
+
+#[test]
+fn one_step_call_trains_and_ends_at_the_target_rank() {
+    let device = Default::default();
+    AB::seed(&device, 7);
+    let cfg = AdaLoraConfig {
+        init_r: 6,
+        target_r: 2,
+        alpha: 12.0,
+        tinit: 5,
+        tfinal: 10,
+        delta_t: 3,
+        ..AdaLoraConfig::default()
+    };
+    let total_step = 60;
+    let adapter = cfg.adapter_config();
+    let model = Tiny {
+        first: AdaptedLinear::Svd(adapter.init(linear(8, 10), &device).unwrap()),
+        second: AdaptedLinear::Svd(adapter.init(linear(10, 3), &device).unwrap()),
+    };
+    let w0_before = model.first.base().weight.val().inner();
+    let shapes: Vec<_> = model
+        .svd_adapters()
+        .iter()
+        .map(|a| {
+            let [d_in, d_out] = a.dims();
+            (d_in, a.rank(), d_out)
+        })
+        .collect();
+    let schedule = cfg.schedule(shapes.len(), total_step).unwrap();
+    let allocator =
+        RankAllocator::new(schedule.clone(), cfg.score_config(), &shapes, &device).unwrap();
+    let mut optim = AdaLoraOptimizer::new(AdamWConfig::new().with_weight_decay(0.0).init(), allocator);
+
+    let x = Tensor::<AB, 2>::random([64, 8], Distribution::Normal(0.0, 1.0), &device);
+    let teacher = Tensor::<AB, 2>::random([8, 3], Distribution::Normal(0.0, 1.0), &device);
+    let y = x.clone().matmul(teacher).detach();
+
+    let mut model = model;
+    let mut losses = Vec::new();
+    for t in 0..total_step {
+        let task = (model.forward(x.clone()) - y.clone()).powi_scalar(2).mean();
+        let reg = orthogonal_regularizer(&model.svd_adapters(), OrthRegForm::Reference, &device);
+        let loss = task.clone() + reg.mul_scalar(cfg.orth_reg_weight);
+        losses.push(task.clone().into_scalar());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-2, model, grads);
+        let outcome = optim.last_outcome().unwrap();
+        assert_eq!(outcome.step, t);
+        if let Some(mask) = &outcome.mask {
+            // λ of every masked triplet is exactly zero right after the step.
+            for (adapter, keep) in model.svd_adapters().iter().zip(&mask.masks) {
+                let e = common::to_vec(adapter.lora_e.val().inner());
+                for (v, k) in e.iter().zip(keep) {
+                    assert!(*k || *v == 0.0, "masked λ not zeroed at t={t}");
+                }
+                assert!(adapter.lora_e.val().is_require_grad(), "λ stays trainable");
+            }
+        }
+    }
+    assert!(losses[total_step - 1] < 0.5 * losses[0], "loss must decrease: {losses:?}");
+    let pattern = optim.allocator().rank_pattern();
+    assert_eq!(pattern.total_rank(), schedule.target_budget);
+    let nonzero: usize = model
+        .svd_adapters()
+        .iter()
+        .map(|a| common::to_vec(a.lora_e.val().inner()).iter().filter(|v| **v != 0.0).count())
+        .sum();
+    assert_eq!(nonzero, schedule.target_budget, "exactly b(T) live singular values");
+    let w0_after = model.first.base().weight.val().inner();
+    assert_eq!(common::to_vec(w0_after), common::to_vec(w0_before), "W0 is frozen");
+
+    // The optimizer record carries the allocator state (resume).
+    let record = optim.to_record();
+    assert_eq!(record.allocator.step, total_step);
+    assert_eq!(record.allocator.rank_pattern, Some(pattern));
+}
+
+#[test]
+fn frozen_weights_get_no_gradient() {
+    let device = Default::default();
+    let model = Tiny {
+        first: AdaptedLinear::Svd(AdaLoraConfig::default().adapter_config().init(linear(4, 5), &device).unwrap()),
+        second: AdaptedLinear::Plain(linear(5, 2)),
+    };
+    let x = Tensor::<AB, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device);
+    let grads = model.forward(x).sum().backward();
+    assert!(model.first.base().weight.val().grad(&grads).is_none());
+    assert!(model.second.base().weight.val().grad(&grads).is_none());
+    let svd = model.first.as_svd().unwrap();
+    assert!(svd.lora_e.val().grad(&grads).is_some());
+    let sliced = svd.clone().slice_to_pattern(&vec![true; svd.rank() - 1].into_iter().chain([false]).collect::<Vec<_>>()).unwrap();
+    assert!(sliced.lora_e.val().is_require_grad(), "sliced λ stays trainable");
+}
