@@ -133,7 +133,7 @@ impl BudgetSchedule {
             let shrinkable = (self.init_budget - self.target_budget) as f64;
             // `int()` truncates toward zero; the value is non-negative.
             let b = (shrinkable * m.powf(3.0) + self.target_budget as f64) as usize;
-            (b, t % self.delta_t == 0)
+            (b, t.is_multiple_of(self.delta_t))
         }
     }
 

@@ -1,0 +1,634 @@
+//! Adapter injection by target spec (peft's `target_modules`), fine-tuning methods and the
+//! trainable-parameter report.
+//!
+//! A [`TargetSpec`] selects dense layers of the encoder by *structural* identity
+//! ([`ModuleKind`] + layer index); regexes are matched (full match) against the HF module path
+//! each slot has (`encoder.layer.3.attention.self.query`, `pooler.dense`, …). The classifier
+//! head is never a target.
+//!
+//! [`apply_method`] freezes everything, then makes trainable what the [`Method`] trains:
+//!
+//! | method    | trainable                                                                    |
+//! |-----------|------------------------------------------------------------------------------|
+//! | `Full`    | every parameter                                                              |
+//! | `BitFit`  | bias terms only: the biases of every encoder/pooler dense layer and the β    |
+//! |           | (bias) of every LayerNorm, embeddings' LayerNorm included (Ben Zaken et al.)  |
+//! | `Lora`    | LoRA A and B of the targeted layers                                          |
+//! | `AdaLora` | P, λ, Q of the targeted layers                                               |
+//!
+//! plus, always, the task head (classifier weight and bias). `Full` and `BitFit` ignore the
+//! target spec.
+
+use std::fmt;
+use std::str::FromStr;
+
+use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::bert::BertForSequenceClassification;
+use crate::error::ModelError;
+
+/// A dense layer's role in BERT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModuleKind {
+    /// `attention.self.query` (W_q).
+    Query,
+    /// `attention.self.key` (W_k).
+    Key,
+    /// `attention.self.value` (W_v).
+    Value,
+    /// `attention.output.dense` (W_o).
+    AttentionOutput,
+    /// `intermediate.dense` (W_f1).
+    Intermediate,
+    /// `output.dense`, the FFN output (W_f2) — not the attention output.
+    Output,
+    /// `pooler.dense`.
+    Pooler,
+}
+
+impl ModuleKind {
+    /// The six per-layer kinds in structural order.
+    pub const LAYER_KINDS: [ModuleKind; 6] = [
+        ModuleKind::Query,
+        ModuleKind::Key,
+        ModuleKind::Value,
+        ModuleKind::AttentionOutput,
+        ModuleKind::Intermediate,
+        ModuleKind::Output,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModuleKind::Query => "query",
+            ModuleKind::Key => "key",
+            ModuleKind::Value => "value",
+            ModuleKind::AttentionOutput => "attention-output",
+            ModuleKind::Intermediate => "intermediate",
+            ModuleKind::Output => "output",
+            ModuleKind::Pooler => "pooler",
+        }
+    }
+
+    /// Accepts the names above, `attn-out`, `attention.output.dense`, HF leaf names and the
+    /// paper's `Wq, Wk, Wv, Wo, Wf1, Wf2` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        let k = match s.trim().to_ascii_lowercase().as_str() {
+            "query" | "q" | "wq" | "attention.self.query" => ModuleKind::Query,
+            "key" | "k" | "wk" | "attention.self.key" => ModuleKind::Key,
+            "value" | "v" | "wv" | "attention.self.value" => ModuleKind::Value,
+            "attention-output"
+            | "attn-out"
+            | "attention_output"
+            | "attention.output.dense"
+            | "wo" => ModuleKind::AttentionOutput,
+            "intermediate" | "intermediate.dense" | "wf1" => ModuleKind::Intermediate,
+            "output" | "output.dense" | "wf2" => ModuleKind::Output,
+            "pooler" | "pooler.dense" => ModuleKind::Pooler,
+            _ => return None,
+        };
+        Some(k)
+    }
+
+    /// The HF module path (`layer` is ignored for the pooler).
+    pub fn hf_path(self, layer: usize) -> String {
+        let leaf = match self {
+            ModuleKind::Query => "attention.self.query",
+            ModuleKind::Key => "attention.self.key",
+            ModuleKind::Value => "attention.self.value",
+            ModuleKind::AttentionOutput => "attention.output.dense",
+            ModuleKind::Intermediate => "intermediate.dense",
+            ModuleKind::Output => "output.dense",
+            ModuleKind::Pooler => return "pooler.dense".into(),
+        };
+        format!("encoder.layer.{layer}.{leaf}")
+    }
+}
+
+impl fmt::Display for ModuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One dense layer of the encoder: its index in the structural (`AdapterHost`) order, its layer
+/// (`None` for the pooler), kind and HF path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSlot {
+    pub index: usize,
+    pub layer: Option<usize>,
+    pub kind: ModuleKind,
+    pub path: String,
+}
+
+/// All dense slots of a `num_layers`-layer encoder, in `AdapterHost` order.
+pub fn module_slots(num_layers: usize) -> Vec<ModuleSlot> {
+    let mut v = Vec::with_capacity(num_layers * 6 + 1);
+    for l in 0..num_layers {
+        for kind in ModuleKind::LAYER_KINDS {
+            v.push(ModuleSlot {
+                index: v.len(),
+                layer: Some(l),
+                kind,
+                path: kind.hf_path(l),
+            });
+        }
+    }
+    v.push(ModuleSlot {
+        index: v.len(),
+        layer: None,
+        kind: ModuleKind::Pooler,
+        path: ModuleKind::Pooler.hf_path(0),
+    });
+    v
+}
+
+/// Which modules a target spec selects.
+#[derive(Debug, Clone)]
+pub enum TargetModules {
+    /// Module kinds by name.
+    Names(Vec<ModuleKind>),
+    /// `regex:<re>`: full match against the HF module path.
+    Regex(Regex),
+    /// Every dense layer of the encoder and pooler (never the classifier head).
+    AllLinear,
+}
+
+impl PartialEq for TargetModules {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl fmt::Display for TargetModules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetModules::Names(v) => {
+                let names: Vec<&str> = v.iter().map(|k| k.name()).collect();
+                f.write_str(&names.join(","))
+            }
+            TargetModules::Regex(re) => {
+                // Stored anchored as ^(?:re)$; show the user's pattern.
+                let s = re.as_str();
+                let inner = s
+                    .strip_prefix("^(?:")
+                    .and_then(|s| s.strip_suffix(")$"))
+                    .unwrap_or(s);
+                write!(f, "regex:{inner}")
+            }
+            TargetModules::AllLinear => f.write_str("all-linear"),
+        }
+    }
+}
+
+impl FromStr for TargetModules {
+    type Err = ModelError;
+
+    /// `all-linear`, `regex:<re>`, or a comma-separated list of module names.
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let s = s.trim();
+        if let Some(re) = s.strip_prefix("regex:") {
+            let anchored = format!("^(?:{re})$");
+            return Regex::new(&anchored)
+                .map(TargetModules::Regex)
+                .map_err(|e| ModelError::TargetSpec(format!("bad regex {re:?}: {e}")));
+        }
+        if matches!(
+            s.to_ascii_lowercase().as_str(),
+            "all-linear" | "all_linear" | "all"
+        ) {
+            return Ok(TargetModules::AllLinear);
+        }
+        let mut kinds = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let k = ModuleKind::parse(part).ok_or_else(|| {
+                ModelError::TargetSpec(format!(
+                    "unknown module {part:?}; expected query, key, value, attention-output (attn-out), \
+                     intermediate, output, pooler (or Wq, Wk, Wv, Wo, Wf1, Wf2), all-linear, or regex:<re>"
+                ))
+            })?;
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+        if kinds.is_empty() {
+            return Err(ModelError::TargetSpec("no target modules given".into()));
+        }
+        Ok(TargetModules::Names(kinds))
+    }
+}
+
+impl Serialize for TargetModules {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TargetModules::Names(v) => v.serialize(s),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetModules {
+    /// A string (`"query,value"`, `"all-linear"`, `"regex:..."`) or a list of module names.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let s = match Raw::deserialize(d)? {
+            Raw::One(s) => s,
+            Raw::Many(v) => v.join(","),
+        };
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What to adapt: modules plus an optional subset of layer indices (peft's
+/// `layers_to_transform`). With `layers` set, only encoder layers in the set match; the
+/// pooler, having no layer index, is then never matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    pub modules: TargetModules,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<usize>>,
+}
+
+impl TargetSpec {
+    pub fn new(modules: TargetModules) -> Self {
+        TargetSpec {
+            modules,
+            layers: None,
+        }
+    }
+
+    pub fn with_layers(mut self, layers: Vec<usize>) -> Self {
+        self.layers = Some(layers);
+        self
+    }
+
+    /// The slots this spec selects, in structural order; an error listing the available module
+    /// paths when it selects nothing, or naming a layer index the model does not have.
+    pub fn select(&self, num_layers: usize) -> Result<Vec<ModuleSlot>, ModelError> {
+        let slots = module_slots(num_layers);
+        if let Some(layers) = &self.layers {
+            if let Some(bad) = layers.iter().find(|&&l| l >= num_layers) {
+                return Err(ModelError::TargetSpec(format!(
+                    "layer {bad} does not exist: the model has layers 0..{num_layers}"
+                )));
+            }
+        }
+        let chosen: Vec<ModuleSlot> = slots
+            .iter()
+            .filter(|s| match &self.layers {
+                Some(ls) => s.layer.is_some_and(|l| ls.contains(&l)),
+                None => true,
+            })
+            .filter(|s| match &self.modules {
+                TargetModules::Names(kinds) => kinds.contains(&s.kind),
+                TargetModules::Regex(re) => re.is_match(&s.path),
+                TargetModules::AllLinear => true,
+            })
+            .cloned()
+            .collect();
+        if chosen.is_empty() {
+            let available: Vec<&str> = slots.iter().map(|s| s.path.as_str()).collect();
+            return Err(ModelError::TargetSpec(format!(
+                "target spec `{self}` matches no module; available module paths:\n  {}",
+                available.join("\n  ")
+            )));
+        }
+        Ok(chosen)
+    }
+}
+
+impl fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.modules)?;
+        if let Some(ls) = &self.layers {
+            let v: Vec<String> = ls.iter().map(|l| l.to_string()).collect();
+            write!(f, ";layers={}", v.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for TargetSpec {
+    type Err = ModelError;
+
+    /// CLI form: `<modules>[;layers=<i>,<j>,<a>-<b>]`, e.g. `query,value`, `Wq,Wv;layers=0-2`,
+    /// `all-linear`, `regex:encoder\.layer\.[0-2]\.attention\.self\.(query|value)`.
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let (modules, layers) = match s.rfind(";layers=") {
+            Some(i) => (&s[..i], Some(&s[i + ";layers=".len()..])),
+            None => (s, None),
+        };
+        let mut spec = TargetSpec::new(modules.parse()?);
+        if let Some(ls) = layers {
+            spec.layers = Some(parse_layers(ls)?);
+        }
+        Ok(spec)
+    }
+}
+
+fn parse_layers(s: &str) -> Result<Vec<usize>, ModelError> {
+    let bad = |p: &str| ModelError::TargetSpec(format!("bad layer index {p:?} in layers={s}"));
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: usize = a.trim().parse().map_err(|_| bad(part))?;
+            let b: usize = b.trim().parse().map_err(|_| bad(part))?;
+            if a > b {
+                return Err(bad(part));
+            }
+            v.extend(a..=b);
+        } else {
+            v.push(part.parse().map_err(|_| bad(part))?);
+        }
+    }
+    if v.is_empty() {
+        return Err(ModelError::TargetSpec(format!(
+            "empty layer list in layers={s}"
+        )));
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// The fine-tuning method.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    /// Every parameter trainable.
+    Full,
+    /// Bias terms only (dense biases, LayerNorm β) plus the head.
+    BitFit,
+    Lora(LoraConfig),
+    AdaLora(AdaLoraConfig),
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Full => "full",
+            Method::BitFit => "bitfit",
+            Method::Lora(_) => "lora",
+            Method::AdaLora(_) => "adalora",
+        }
+    }
+}
+
+fn set_grad<B: Backend, const D: usize>(p: Param<Tensor<B, D>>, on: bool) -> Param<Tensor<B, D>> {
+    p.set_require_grad(on)
+}
+
+/// Prepare a model for fine-tuning with `method`: inject adapters into the layers `spec`
+/// selects (LoRA/AdaLoRA), set which parameters are trainable, and report. Apply it to a model
+/// on the autodiff backend you train with (trainability is a property of autodiff tensors).
+pub fn apply_method<B: Backend>(
+    model: BertForSequenceClassification<B>,
+    method: &Method,
+    spec: &TargetSpec,
+    device: &B::Device,
+) -> Result<(BertForSequenceClassification<B>, ParamReport), ModelError> {
+    let BertForSequenceClassification {
+        bert,
+        dropout,
+        classifier,
+    } = model;
+    let mut bert = match method {
+        Method::Full => bert.map(&mut SetGrad(true)),
+        _ => bert.no_grad(),
+    };
+    match method {
+        Method::Full => {}
+        Method::BitFit => {
+            let e = &mut bert.embeddings;
+            e.layer_norm.beta = e.layer_norm.beta.take().map(|b| set_grad(b, true));
+            for layer in &mut bert.layers {
+                for ln in [
+                    &mut layer.attention_layer_norm,
+                    &mut layer.output_layer_norm,
+                ] {
+                    ln.beta = ln.beta.take().map(|b| set_grad(b, true));
+                }
+            }
+            for l in bert.adapted_linears_mut() {
+                if let AdaptedLinear::Plain(lin) = l {
+                    lin.bias = lin.bias.take().map(|b| set_grad(b, true));
+                }
+            }
+        }
+        Method::Lora(cfg) => {
+            let chosen = spec.select(bert.layers.len())?;
+            bert = bert.try_map_adapted(|k, l| {
+                if !chosen.iter().any(|s| s.index == k) {
+                    return Ok(l);
+                }
+                match l {
+                    AdaptedLinear::Plain(lin) => Ok(AdaptedLinear::Lora(cfg.init(lin, device)?)),
+                    other => Err(already_adapted(k, &other)),
+                }
+            })?;
+        }
+        Method::AdaLora(cfg) => {
+            cfg.validate()?;
+            let adapter = cfg.adapter_config();
+            let chosen = spec.select(bert.layers.len())?;
+            bert = bert.try_map_adapted(|k, l| {
+                if !chosen.iter().any(|s| s.index == k) {
+                    return Ok(l);
+                }
+                match l {
+                    AdaptedLinear::Plain(lin) => Ok(AdaptedLinear::Svd(adapter.init(lin, device)?)),
+                    other => Err(already_adapted(k, &other)),
+                }
+            })?;
+        }
+    }
+    let classifier = classifier.map(&mut SetGrad(true));
+    let model = BertForSequenceClassification {
+        bert,
+        dropout,
+        classifier,
+    };
+    let report = ParamReport::of(&model);
+    Ok((model, report))
+}
+
+fn already_adapted<B: Backend>(k: usize, l: &AdaptedLinear<B>) -> ModelError {
+    ModelError::Invalid(format!(
+        "dense layer #{k} already carries an adapter (rank {}); merge_and_unload first",
+        l.rank()
+    ))
+}
+
+struct SetGrad(bool);
+
+impl<B: Backend> burn::module::ModuleMapper<B> for SetGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(self.0)
+    }
+}
+
+/// Counts (trainable, all) float parameters.
+#[derive(Default)]
+struct Counter {
+    trainable: usize,
+    total: usize,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Counter {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.total += n;
+        if t.is_require_grad() {
+            self.trainable += n;
+        }
+    }
+}
+
+fn count<B: Backend, M: Module<B>>(m: &M) -> (usize, usize) {
+    let mut c = Counter::default();
+    m.visit(&mut c);
+    (c.trainable, c.total)
+}
+
+/// One row of the per-module table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModuleReport {
+    /// Index in the `AdapterHost` order.
+    pub index: usize,
+    pub layer: Option<usize>,
+    pub module: ModuleKind,
+    pub path: String,
+    /// `plain`, `lora` or `adalora`.
+    pub method: &'static str,
+    /// Adapter rank (0 for a plain layer).
+    pub rank: usize,
+    /// Trainable parameters of this layer (adapter, or its own weight/bias when trainable).
+    pub trainable_params: usize,
+    pub params: usize,
+}
+
+/// peft's `print_trainable_parameters`, as data. Trainability is read from the tensors, so
+/// build it from a model on an autodiff backend (on a plain backend nothing is trainable).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamReport {
+    pub trainable_params: usize,
+    pub all_params: usize,
+    /// Trainable parameters of the task head (included in `trainable_params`).
+    pub head_params: usize,
+    pub modules: Vec<ModuleReport>,
+}
+
+impl ParamReport {
+    pub fn of<B: Backend>(model: &BertForSequenceClassification<B>) -> Self {
+        let (trainable_params, all_params) = count(model);
+        let (head_params, _) = count(&model.classifier);
+        let slots = module_slots(model.bert.layers.len());
+        let modules = model
+            .adapted_linears()
+            .into_iter()
+            .zip(slots)
+            .map(|(l, s)| {
+                let (trainable, params) = count(l);
+                ModuleReport {
+                    index: s.index,
+                    layer: s.layer,
+                    module: s.kind,
+                    path: s.path,
+                    method: match l {
+                        AdaptedLinear::Plain(_) => "plain",
+                        AdaptedLinear::Lora(_) => "lora",
+                        AdaptedLinear::Svd(_) => "adalora",
+                    },
+                    rank: l.rank(),
+                    trainable_params: trainable,
+                    params,
+                }
+            })
+            .collect();
+        ParamReport {
+            trainable_params,
+            all_params,
+            head_params,
+            modules,
+        }
+    }
+
+    /// `100 · trainable / all`.
+    pub fn trainable_percent(&self) -> f64 {
+        if self.all_params == 0 {
+            0.0
+        } else {
+            100.0 * self.trainable_params as f64 / self.all_params as f64
+        }
+    }
+
+    /// peft's line: `trainable params: 73,728 || all params: 22,713,216 || trainable%: 0.3246`.
+    pub fn summary(&self) -> String {
+        format!(
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            thousands(self.trainable_params),
+            thousands(self.all_params),
+            self.trainable_percent()
+        )
+    }
+
+    /// The summary line followed by a table of the adapted (or trainable) dense layers.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:>5}  {:<16}  {:<40}  {:<7}  {:>4}  {:>10}\n",
+            "layer", "module", "path", "method", "rank", "trainable"
+        );
+        for m in &self.modules {
+            let layer = m.layer.map_or("-".to_string(), |l| l.to_string());
+            s.push_str(&format!(
+                "{:>5}  {:<16}  {:<40}  {:<7}  {:>4}  {:>10}\n",
+                layer,
+                m.module.name(),
+                m.path,
+                m.method,
+                m.rank,
+                thousands(m.trainable_params)
+            ));
+        }
+        s.push_str(&format!(
+            "{:>5}  {:<16}  {:<40}  {:<7}  {:>4}  {:>10}\n",
+            "-",
+            "head",
+            "classifier",
+            "plain",
+            0,
+            thousands(self.head_params)
+        ));
+        s
+    }
+}
+
+impl fmt::Display for ParamReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
+        f.write_str(&self.table())
+    }
+}
+
+/// `1234567` → `1,234,567` (Python's `{:,d}`).
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
