@@ -1,11 +1,17 @@
-//! `adalora`: fine-tune BERT-family encoders with LoRA / AdaLoRA, and plan AdaLoRA runs.
+//! `adalora`: fine-tune BERT-family encoders with full FT, BitFit, LoRA or AdaLoRA; evaluate,
+//! merge and embed; plan AdaLoRA budget schedules.
 
+mod commands;
 mod schedule;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "adalora", version, about = "AdaLoRA / LoRA research framework on burn")]
+#[command(
+    name = "adalora",
+    version,
+    about = "AdaLoRA / LoRA research framework on burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +19,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fine-tune a model on a task and write a run folder.
+    Train(Box<commands::TrainArgs>),
+    /// Re-evaluate a run (or a PEFT adapter) on the task's dev split(s); prints JSON.
+    Eval(commands::EvalArgs),
+    /// Merge a run's adapter into the base weights and write an HF model folder.
+    Merge(commands::MergeArgs),
+    /// Sentence embeddings (one sentence per input line) to CSV.
+    Encode(commands::EncodeArgs),
     /// Print the AdaLoRA budget schedule b(t) as CSV (step,budget,mask) and optionally plot it.
     Schedule(schedule::ScheduleArgs),
 }
@@ -20,6 +34,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => commands::train(&args),
+        Command::Eval(args) => commands::eval(&args),
+        Command::Merge(args) => commands::merge(&args),
+        Command::Encode(args) => commands::encode(&args),
         Command::Schedule(args) => schedule::run(&args),
     };
     if let Err(e) = result {

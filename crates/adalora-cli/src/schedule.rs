@@ -42,14 +42,19 @@ pub struct ScheduleArgs {
 pub fn run(args: &ScheduleArgs) -> anyhow::Result<()> {
     let schedule = BudgetSchedule::new(
         args.init_r * args.matrices,
-        args.target_total_rank.unwrap_or(args.target_r * args.matrices),
+        args.target_total_rank
+            .unwrap_or(args.target_r * args.matrices),
         args.tinit,
         args.tfinal,
         args.delta_t,
         args.total_step,
     )?;
     if args.target_total_rank.is_none() && args.target_r > args.init_r {
-        anyhow::bail!("invalid setting target_r = {}: cannot exceed init_r = {}", args.target_r, args.init_r);
+        anyhow::bail!(
+            "invalid setting target_r = {}: cannot exceed init_r = {}",
+            args.target_r,
+            args.init_r
+        );
     }
     let points: Vec<SchedulePoint> = (0..schedule.total_step)
         .map(|t| SchedulePoint {
@@ -81,7 +86,11 @@ fn write_csv(points: &[SchedulePoint]) -> anyhow::Result<()> {
     let mut out = csv::Writer::from_writer(stdout.lock());
     out.write_record(["step", "budget", "mask"])?;
     for p in points {
-        out.write_record([p.step.to_string(), p.budget.to_string(), u8::from(p.mask).to_string()])?;
+        out.write_record([
+            p.step.to_string(),
+            p.budget.to_string(),
+            u8::from(p.mask).to_string(),
+        ])?;
     }
     out.flush().context("writing CSV to stdout")?;
     std::io::stdout().flush()?;

@@ -12,10 +12,27 @@ fn adalora(args: &[&str]) -> std::process::Output {
 #[test]
 fn schedule_prints_the_reference_budgets() {
     let out = adalora(&[
-        "schedule", "--init-r", "12", "--target-r", "8", "--matrices", "3", "--tinit", "5",
-        "--tfinal", "5", "--total-step", "40", "--delta-t", "3",
+        "schedule",
+        "--init-r",
+        "12",
+        "--target-r",
+        "8",
+        "--matrices",
+        "3",
+        "--tinit",
+        "5",
+        "--tfinal",
+        "5",
+        "--total-step",
+        "40",
+        "--delta-t",
+        "3",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "step,budget,mask");
@@ -24,7 +41,11 @@ fn schedule_prints_the_reference_budgets() {
         .iter()
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap())
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
         })
         .collect();
     // Warm-up: full budget, no mask.
@@ -34,7 +55,10 @@ fn schedule_prints_the_reference_budgets() {
     assert_eq!(rows[7].2, 0, "7 % 3 != 0: no mask");
     // Forced final mask at T − tfinal = 35 (35 % 3 != 0) and every final step after it.
     assert!(rows[35..].iter().all(|&(_, b, m)| b == 24 && m == 1));
-    assert!(rows.windows(2).all(|w| w[1].1 <= w[0].1), "budget never grows");
+    assert!(
+        rows.windows(2).all(|w| w[1].1 <= w[0].1),
+        "budget never grows"
+    );
 }
 
 #[test]
@@ -42,23 +66,70 @@ fn schedule_plot_and_invalid_settings() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("b.png");
     let out = adalora(&[
-        "schedule", "--init-r", "3", "--target-r", "1", "--matrices", "72", "--tinit", "8000",
-        "--tfinal", "50000", "--total-step", "85904", "--delta-t", "100", "--plot",
+        "schedule",
+        "--init-r",
+        "3",
+        "--target-r",
+        "1",
+        "--matrices",
+        "72",
+        "--tinit",
+        "8000",
+        "--tfinal",
+        "50000",
+        "--total-step",
+        "85904",
+        "--delta-t",
+        "100",
+        "--plot",
         png.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
 
     let bad = adalora(&[
-        "schedule", "--init-r", "12", "--target-r", "8", "--matrices", "3", "--tinit", "20",
-        "--tfinal", "20", "--total-step", "40", "--delta-t", "1",
+        "schedule",
+        "--init-r",
+        "12",
+        "--target-r",
+        "8",
+        "--matrices",
+        "3",
+        "--tinit",
+        "20",
+        "--tfinal",
+        "20",
+        "--total-step",
+        "40",
+        "--delta-t",
+        "1",
     ]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("total_step = 40") && err.contains("tinit + tfinal"), "{err}");
+    assert!(
+        err.contains("total_step = 40") && err.contains("tinit + tfinal"),
+        "{err}"
+    );
     let bad = adalora(&[
-        "schedule", "--init-r", "4", "--target-r", "8", "--matrices", "3", "--tinit", "1",
-        "--tfinal", "1", "--total-step", "40", "--delta-t", "0",
+        "schedule",
+        "--init-r",
+        "4",
+        "--target-r",
+        "8",
+        "--matrices",
+        "3",
+        "--tinit",
+        "1",
+        "--tfinal",
+        "1",
+        "--total-step",
+        "40",
+        "--delta-t",
+        "0",
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("error: invalid setting"));

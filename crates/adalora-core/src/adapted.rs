@@ -22,7 +22,7 @@ pub enum AdaptedLinear<B: Backend> {
 impl<B: Backend> AdaptedLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            AdaptedLinear::Plain(l) => l.forward(x),
+            AdaptedLinear::Plain(l) => crate::frozen::linear_forward(l, x),
             AdaptedLinear::Lora(l) => l.forward(x),
             AdaptedLinear::Svd(l) => l.forward(x),
         }

@@ -128,8 +128,8 @@ impl<B: Backend, const D: usize> Ema<B, D> {
     fn update(&mut self, weight: Tensor<B, D>, grad: Tensor<B, D>, beta1: f64, beta2: f64) {
         let ipt = (weight * grad).abs();
         self.ipt = self.ipt.clone().mul_scalar(beta1) + ipt.clone().mul_scalar(1.0 - beta1);
-        self.unc =
-            self.unc.clone().mul_scalar(beta2) + (ipt - self.ipt.clone()).abs().mul_scalar(1.0 - beta2);
+        self.unc = self.unc.clone().mul_scalar(beta2)
+            + (ipt - self.ipt.clone()).abs().mul_scalar(1.0 - beta2);
     }
 
     fn element_score(&self, kind: ScoreKind) -> Tensor<B, D> {

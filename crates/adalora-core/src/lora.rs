@@ -8,11 +8,10 @@ use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
 use burn::tensor::Tensor;
 
 use crate::error::CoreError;
-use crate::frozen::{add_to_frozen_weight, freeze};
+use crate::frozen::{add_to_frozen_weight, freeze, linear_flat, linear_forward};
 
 /// Hyper-parameters of a LoRA adapter (PEFT's `LoraConfig` defaults).
 #[derive(Config, Debug, PartialEq)]
@@ -49,7 +48,11 @@ impl LoraConfig {
         device: &B::Device,
     ) -> Result<LoraLinear<B>, CoreError> {
         if self.r == 0 {
-            return Err(CoreError::invalid("r", "0", "a LoRA rank must be at least 1"));
+            return Err(CoreError::invalid(
+                "r",
+                "0",
+                "a LoRA rank must be at least 1",
+            ));
         }
         check_dropout(self.dropout)?;
         let [d_in, d_out] = base.weight.dims();
@@ -97,12 +100,12 @@ pub struct LoraLinear<B: Backend> {
 
 impl<B: Backend> LoraLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = self.base.forward(x.clone());
+        let h = linear_forward(&self.base, x.clone());
         if self.merged {
             return h;
         }
-        let z = linear(self.dropout.forward(x), self.lora_a.val(), None);
-        h + linear(z, self.lora_b.val(), None).mul_scalar(self.scaling)
+        let z = linear_flat(self.dropout.forward(x), self.lora_a.val(), None);
+        h + linear_flat(z, self.lora_b.val(), None).mul_scalar(self.scaling)
     }
 
     pub fn rank(&self) -> usize {
@@ -140,7 +143,11 @@ impl<B: Backend> LoraLinear<B> {
 
     /// Task switching: replace this adapter's A and B (burn layout) with another task's,
     /// keeping the merge state (a merged layer is unmerged first, then re-merged).
-    pub fn swap_adapter(self, lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>) -> Result<Self, CoreError> {
+    pub fn swap_adapter(
+        self,
+        lora_a: Tensor<B, 2>,
+        lora_b: Tensor<B, 2>,
+    ) -> Result<Self, CoreError> {
         let shape_ok = lora_a.dims() == self.lora_a.dims() && lora_b.dims() == self.lora_b.dims();
         if !shape_ok {
             return Err(CoreError::Shape(format!(

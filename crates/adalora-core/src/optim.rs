@@ -93,7 +93,9 @@ impl<O, B: AutodiffBackend> AdaLoraOptimizer<O, B> {
 
 type Values<B> = (Tensor<B, 2>, Tensor<B, 1>, Tensor<B, 2>);
 
-fn adapter_values<B: AutodiffBackend, M: AdapterHost<B>>(module: &M) -> Vec<Values<B::InnerBackend>> {
+fn adapter_values<B: AutodiffBackend, M: AdapterHost<B>>(
+    module: &M,
+) -> Vec<Values<B::InnerBackend>> {
     module
         .svd_adapters()
         .iter()

@@ -12,11 +12,10 @@ use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::linear;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::error::CoreError;
-use crate::frozen::{add_to_frozen_weight, freeze};
+use crate::frozen::{add_to_frozen_weight, freeze, linear_flat, linear_forward};
 use crate::lora::{check_dropout, replace_keeping_grad};
 
 /// PEFT adds this to `ranknum` before dividing; kept for numerical parity.
@@ -97,13 +96,13 @@ pub struct SvdLinear<B: Backend> {
 
 impl<B: Backend> SvdLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = self.base.forward(x.clone());
+        let h = linear_forward(&self.base, x.clone());
         if self.merged || self.rank() == 0 {
             return h;
         }
         let q_lambda = self.lora_a.val() * self.lora_e.val().unsqueeze::<2>();
-        let z = linear(self.dropout.forward(x), q_lambda, None);
-        h + linear(z, self.lora_b.val(), None).mul_scalar(self.effective_scale())
+        let z = linear_flat(self.dropout.forward(x), q_lambda, None);
+        h + linear_flat(z, self.lora_b.val(), None).mul_scalar(self.effective_scale())
     }
 
     /// `α / (init_r + 1e-5)`.
@@ -166,7 +165,10 @@ impl<B: Backend> SvdLinear<B> {
             &device,
         );
         let masked = self.lora_e.val().mask_fill(drop, 0.0);
-        self.lora_e = self.lora_e.clone().map(|old| replace_keeping_grad(old, masked));
+        self.lora_e = self
+            .lora_e
+            .clone()
+            .map(|old| replace_keeping_grad(old, masked));
         Ok(())
     }
 
@@ -189,7 +191,10 @@ impl<B: Backend> SvdLinear<B> {
                 Tensor::<B, 2>::zeros([0, d_out], &device),
             )
         } else {
-            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(kept.clone(), [kept.len()]), &device);
+            let idx = Tensor::<B, 1, Int>::from_data(
+                TensorData::new(kept.clone(), [kept.len()]),
+                &device,
+            );
             (
                 layer.lora_a.val().select(1, idx.clone()),
                 layer.lora_e.val().select(0, idx.clone()),

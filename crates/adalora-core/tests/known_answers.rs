@@ -31,10 +31,16 @@ fn lora_and_svd_start_as_identity() {
     let base = random_linear(7, 5, 1);
     let x = input(3, 7, 2);
     let reference = base.forward(x.clone());
-    let lora = LoraConfig::new().with_r(4).init(base.clone(), &device).unwrap();
+    let lora = LoraConfig::new()
+        .with_r(4)
+        .init(base.clone(), &device)
+        .unwrap();
     assert_eq!(max_abs(lora.delta_weight()), 0.0);
     assert_eq!(to_vec(lora.forward(x.clone())), to_vec(reference.clone()));
-    let svd = SvdAdapterConfig::new().with_init_r(3).init(base, &device).unwrap();
+    let svd = SvdAdapterConfig::new()
+        .with_init_r(3)
+        .init(base, &device)
+        .unwrap();
     assert_eq!(max_abs(svd.delta_weight()), 0.0);
     assert!(max_abs(svd.lora_a.val()) > 0.0, "Q is Gaussian, not zero");
     assert_eq!(to_vec(svd.forward(x)), to_vec(reference));
@@ -46,7 +52,10 @@ fn lora_scaling_and_rslora() {
     assert_eq!(c.scaling(), 2.0);
     assert_eq!(c.clone().with_use_rslora(true).scaling(), 8.0);
     let base = random_linear(4, 4, 3);
-    let err = LoraConfig::new().with_r(0).init(base, &Default::default()).unwrap_err();
+    let err = LoraConfig::new()
+        .with_r(0)
+        .init(base, &Default::default())
+        .unwrap_err();
     assert!(err.to_string().contains("r = 0"), "{err}");
 }
 
@@ -55,18 +64,30 @@ fn lora_merge_unmerge_and_task_switch() {
     let device = Default::default();
     let base = random_linear(6, 5, 4);
     let w0 = base.weight.val();
-    let mut lora = LoraConfig::new().with_r(3).with_alpha(6.0).init(base, &device).unwrap();
-    lora.lora_b = lora.lora_b.map(|b| b.random_like(Distribution::Normal(0.0, 1.0)));
+    let mut lora = LoraConfig::new()
+        .with_r(3)
+        .with_alpha(6.0)
+        .init(base, &device)
+        .unwrap();
+    lora.lora_b = lora
+        .lora_b
+        .map(|b| b.random_like(Distribution::Normal(0.0, 1.0)));
     let x = input(4, 6, 5);
     let unmerged = lora.forward(x.clone());
     let merged = lora.merge();
     assert!(merged.merged);
     assert!(rel(merged.forward(x.clone()), unmerged.clone()) < 1e-5);
     let merged_twice = merged.merge();
-    assert!(rel(merged_twice.forward(x.clone()), unmerged.clone()) < 1e-5, "merge is idempotent");
+    assert!(
+        rel(merged_twice.forward(x.clone()), unmerged.clone()) < 1e-5,
+        "merge is idempotent"
+    );
     let restored = merged_twice.unmerge();
     assert!(rel(restored.base.weight.val(), w0.clone()) < 1e-6);
-    assert!(!restored.base.weight.val().is_require_grad(), "W0 stays frozen");
+    assert!(
+        !restored.base.weight.val().is_require_grad(),
+        "W0 stays frozen"
+    );
 
     // Task switching: another adapter's A/B, merged state kept.
     let other_a = Tensor::<B, 2>::random([6, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -79,15 +100,24 @@ fn lora_merge_unmerge_and_task_switch() {
     let switched = restored.merge().swap_adapter(other_a, other_b).unwrap();
     assert!(switched.merged);
     assert!(rel(switched.forward(x), expected) < 1e-5);
-    let bad = switched.swap_adapter(Tensor::zeros([6, 2], &device), Tensor::zeros([2, 5], &device));
+    let bad = switched.swap_adapter(
+        Tensor::zeros([6, 2], &device),
+        Tensor::zeros([2, 5], &device),
+    );
     assert!(matches!(bad, Err(CoreError::Shape(_))));
 }
 
 fn trained_svd(seed: u64) -> adalora_core::SvdLinear<B> {
     let device = Default::default();
     let base = random_linear(6, 4, seed);
-    let mut svd = SvdAdapterConfig::new().with_init_r(5).with_alpha(10.0).init(base, &device).unwrap();
-    svd.lora_e = svd.lora_e.map(|e| e.random_like(Distribution::Normal(0.0, 1.0)));
+    let mut svd = SvdAdapterConfig::new()
+        .with_init_r(5)
+        .with_alpha(10.0)
+        .init(base, &device)
+        .unwrap();
+    svd.lora_e = svd
+        .lora_e
+        .map(|e| e.random_like(Distribution::Normal(0.0, 1.0)));
     svd
 }
 
@@ -139,7 +169,10 @@ fn invalid_schedules_name_the_value_and_why() {
     };
     check(BudgetSchedule::new(24, 12, 5, 5, 1, 10), "total_step = 10");
     check(BudgetSchedule::new(24, 12, 5, 5, 1, 9), "tinit + tfinal");
-    check(BudgetSchedule::new(24, 30, 0, 0, 1, 10), "target budget = 30");
+    check(
+        BudgetSchedule::new(24, 30, 0, 0, 1, 10),
+        "target budget = 30",
+    );
     check(BudgetSchedule::new(24, 12, 0, 0, 0, 10), "deltaT = 0");
     check(BudgetSchedule::new(24, 12, 0, 0, 1, 0), "total_step = 0");
     check(BudgetSchedule::new(0, 0, 0, 0, 1, 10), "init_budget = 0");
@@ -175,7 +208,11 @@ fn k_zero_masks_nothing() {
     let pattern = mask_to_budget(&scores, 0);
     assert_eq!(pattern.total_rank(), 0, "budget 0 masks everything");
     let pattern = mask_to_budget(&scores, 3);
-    assert_eq!(pattern.masks, vec![vec![true, false], vec![false, false, true]], "ties masked");
+    assert_eq!(
+        pattern.masks,
+        vec![vec![true, false], vec![false, false, true]],
+        "ties masked"
+    );
 }
 
 fn random_observations(shapes: &[(usize, usize, usize)], seed: u64) -> Vec<AdapterObservation<B>> {
@@ -199,9 +236,13 @@ fn random_observations(shapes: &[(usize, usize, usize)], seed: u64) -> Vec<Adapt
 fn equal_init_and_target_rank_runs_without_masking() {
     let shapes = [(4, 3, 5), (6, 3, 2)];
     let schedule = BudgetSchedule::new(6, 6, 1, 2, 1, 8).unwrap();
-    let mut alloc =
-        RankAllocator::<B>::new(schedule, ScoreConfig::default(), &shapes, &Default::default())
-            .unwrap();
+    let mut alloc = RankAllocator::<B>::new(
+        schedule,
+        ScoreConfig::default(),
+        &shapes,
+        &Default::default(),
+    )
+    .unwrap();
     for t in 0..10 {
         let out = alloc.step(&random_observations(&shapes, t)).unwrap();
         if let Some(mask) = out.mask {
@@ -215,7 +256,11 @@ fn equal_init_and_target_rank_runs_without_masking() {
 #[test]
 fn allocator_state_round_trips_exactly() {
     let shapes = [(5, 4, 3), (3, 4, 6), (4, 4, 4)];
-    for kind in [ScoreKind::SensitivityUncertainty, ScoreKind::Sensitivity, ScoreKind::Magnitude] {
+    for kind in [
+        ScoreKind::SensitivityUncertainty,
+        ScoreKind::Sensitivity,
+        ScoreKind::Magnitude,
+    ] {
         let schedule = BudgetSchedule::new(12, 5, 2, 4, 2, 16).unwrap();
         let score = ScoreConfig {
             kind,

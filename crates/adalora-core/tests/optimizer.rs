@@ -32,7 +32,8 @@ impl<B: Backend> AdapterHost<B> for Tiny<B> {
 
 impl<B: Backend> Tiny<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.second.forward(burn::tensor::activation::relu(self.first.forward(x)))
+        self.second
+            .forward(burn::tensor::activation::relu(self.first.forward(x)))
     }
 }
 
@@ -73,7 +74,8 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
     let schedule = cfg.schedule(shapes.len(), total_step).unwrap();
     let allocator =
         RankAllocator::new(schedule.clone(), cfg.score_config(), &shapes, &device).unwrap();
-    let mut optim = AdaLoraOptimizer::new(AdamWConfig::new().with_weight_decay(0.0).init(), allocator);
+    let mut optim =
+        AdaLoraOptimizer::new(AdamWConfig::new().with_weight_decay(0.0).init(), allocator);
 
     let x = Tensor::<AB, 2>::random([64, 8], Distribution::Normal(0.0, 1.0), &device);
     let teacher = Tensor::<AB, 2>::random([8, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -101,17 +103,32 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
             }
         }
     }
-    assert!(losses[total_step - 1] < 0.5 * losses[0], "loss must decrease: {losses:?}");
+    assert!(
+        losses[total_step - 1] < 0.5 * losses[0],
+        "loss must decrease: {losses:?}"
+    );
     let pattern = optim.allocator().rank_pattern();
     assert_eq!(pattern.total_rank(), schedule.target_budget);
     let nonzero: usize = model
         .svd_adapters()
         .iter()
-        .map(|a| common::to_vec(a.lora_e.val().inner()).iter().filter(|v| **v != 0.0).count())
+        .map(|a| {
+            common::to_vec(a.lora_e.val().inner())
+                .iter()
+                .filter(|v| **v != 0.0)
+                .count()
+        })
         .sum();
-    assert_eq!(nonzero, schedule.target_budget, "exactly b(T) live singular values");
+    assert_eq!(
+        nonzero, schedule.target_budget,
+        "exactly b(T) live singular values"
+    );
     let w0_after = model.first.base().weight.val().inner();
-    assert_eq!(common::to_vec(w0_after), common::to_vec(w0_before), "W0 is frozen");
+    assert_eq!(
+        common::to_vec(w0_after),
+        common::to_vec(w0_before),
+        "W0 is frozen"
+    );
 
     // The optimizer record carries the allocator state (resume).
     let record = optim.to_record();
@@ -123,7 +140,12 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
 fn frozen_weights_get_no_gradient() {
     let device = Default::default();
     let model = Tiny {
-        first: AdaptedLinear::Svd(AdaLoraConfig::default().adapter_config().init(linear(4, 5), &device).unwrap()),
+        first: AdaptedLinear::Svd(
+            AdaLoraConfig::default()
+                .adapter_config()
+                .init(linear(4, 5), &device)
+                .unwrap(),
+        ),
         second: AdaptedLinear::Plain(linear(5, 2)),
     };
     let x = Tensor::<AB, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device);
@@ -132,6 +154,17 @@ fn frozen_weights_get_no_gradient() {
     assert!(model.second.base().weight.val().grad(&grads).is_none());
     let svd = model.first.as_svd().unwrap();
     assert!(svd.lora_e.val().grad(&grads).is_some());
-    let sliced = svd.clone().slice_to_pattern(&vec![true; svd.rank() - 1].into_iter().chain([false]).collect::<Vec<_>>()).unwrap();
-    assert!(sliced.lora_e.val().is_require_grad(), "sliced λ stays trainable");
+    let sliced = svd
+        .clone()
+        .slice_to_pattern(
+            &vec![true; svd.rank() - 1]
+                .into_iter()
+                .chain([false])
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert!(
+        sliced.lora_e.val().is_require_grad(),
+        "sliced λ stays trainable"
+    );
 }

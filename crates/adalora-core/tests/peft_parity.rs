@@ -3,8 +3,8 @@
 mod common;
 
 use adalora_core::{
-    mask_to_budget, orthogonal_regularizer, AdapterObservation, BudgetSchedule, OrthRegForm,
-    Phase, RankAllocator, ScoreConfig,
+    mask_to_budget, orthogonal_regularizer, AdapterObservation, BudgetSchedule, OrthRegForm, Phase,
+    RankAllocator, ScoreConfig,
 };
 use burn::tensor::Tensor;
 use common::*;
@@ -30,7 +30,10 @@ fn schedule_integers_match_peft_exactly() {
         let get = |k: &str| case[k].as_u64().unwrap() as usize;
         let name = case["name"].as_str().unwrap();
         let (budgets, masks) = if case["encoding"] == "rle" {
-            (expand_rle(&case["budget_rle"]), expand_rle(&case["mask_ind_rle"]))
+            (
+                expand_rle(&case["budget_rle"]),
+                expand_rle(&case["mask_ind_rle"]),
+            )
         } else {
             (
                 case["budget"].as_array().unwrap().clone(),
@@ -49,7 +52,11 @@ fn schedule_integers_match_peft_exactly() {
         assert_eq!(budgets.len(), get("total_step"), "{name}");
         for (t, (b, m)) in budgets.iter().zip(&masks).enumerate() {
             let (budget, mask_ind) = schedule.budget(t);
-            assert_eq!(budget as u64, b.as_u64().unwrap(), "{name}: budget at t={t}");
+            assert_eq!(
+                budget as u64,
+                b.as_u64().unwrap(),
+                "{name}: budget at t={t}"
+            );
             assert_eq!(mask_ind, m.as_bool().unwrap(), "{name}: mask_ind at t={t}");
         }
     }
@@ -106,27 +113,59 @@ fn allocator_trajectory_matches_peft() {
     let mut masks_checked = 0;
     for step in fx["steps"].as_array().unwrap() {
         let t = step["t"].as_u64().unwrap() as usize;
-        let obs: Vec<_> = modules.iter().map(|m| observation(&step["params"][m])).collect();
+        let obs: Vec<_> = modules
+            .iter()
+            .map(|m| observation(&step["params"][m]))
+            .collect();
         let scores_before_finalize = alloc.triplet_scores();
         let out = alloc.step(&obs).unwrap();
         assert_eq!(out.step, t);
-        assert_eq!(out.budget as u64, step["budget"].as_u64().unwrap(), "budget at t={t}");
-        assert_eq!(out.mask.is_some(), step["mask_applied"].as_bool().unwrap(), "mask at t={t}");
+        assert_eq!(
+            out.budget as u64,
+            step["budget"].as_u64().unwrap(),
+            "budget at t={t}"
+        );
+        assert_eq!(
+            out.mask.is_some(),
+            step["mask_applied"].as_bool().unwrap(),
+            "mask at t={t}"
+        );
 
         // EMAs (first steps) — PyTorch layout in the fixture, burn layout in the state.
         if let Some(ema) = step.get("ema").filter(|e| !e.is_null()) {
             let state = alloc.state();
-            let stats = state.stats.as_ref().expect("EMA state present before T - tfinal");
+            let stats = state
+                .stats
+                .as_ref()
+                .expect("EMA state present before T - tfinal");
             for (k, m) in modules.iter().enumerate() {
                 let e = &ema[m];
                 let st = &stats[k];
                 let transposed = |v: &Value| to_vec(tensor2_t(v));
-                assert!(rel_err(&st.a.ipt, &transposed(&e["ipt_A"])) < 1e-6, "ipt_A t={t} {m}");
-                assert!(rel_err(&st.a.unc, &transposed(&e["unc_A"])) < 1e-6, "unc_A t={t} {m}");
-                assert!(rel_err(&st.b.ipt, &transposed(&e["ipt_B"])) < 1e-6, "ipt_B t={t} {m}");
-                assert!(rel_err(&st.b.unc, &transposed(&e["unc_B"])) < 1e-6, "unc_B t={t} {m}");
-                assert!(rel_err(&st.e.ipt, &vec1(&e["ipt_E"])) < 1e-6, "ipt_E t={t} {m}");
-                assert!(rel_err(&st.e.unc, &vec1(&e["unc_E"])) < 1e-6, "unc_E t={t} {m}");
+                assert!(
+                    rel_err(&st.a.ipt, &transposed(&e["ipt_A"])) < 1e-6,
+                    "ipt_A t={t} {m}"
+                );
+                assert!(
+                    rel_err(&st.a.unc, &transposed(&e["unc_A"])) < 1e-6,
+                    "unc_A t={t} {m}"
+                );
+                assert!(
+                    rel_err(&st.b.ipt, &transposed(&e["ipt_B"])) < 1e-6,
+                    "ipt_B t={t} {m}"
+                );
+                assert!(
+                    rel_err(&st.b.unc, &transposed(&e["unc_B"])) < 1e-6,
+                    "unc_B t={t} {m}"
+                );
+                assert!(
+                    rel_err(&st.e.ipt, &vec1(&e["ipt_E"])) < 1e-6,
+                    "ipt_E t={t} {m}"
+                );
+                assert!(
+                    rel_err(&st.e.unc, &vec1(&e["unc_E"])) < 1e-6,
+                    "unc_E t={t} {m}"
+                );
             }
         }
 
@@ -146,7 +185,11 @@ fn allocator_trajectory_matches_peft() {
         if let Some(mask) = &out.mask {
             if !step["rank_pattern"].is_null() {
                 for (k, m) in modules.iter().enumerate() {
-                    assert_eq!(mask.masks[k], bools(&step["rank_pattern"][m]), "pattern t={t} {m}");
+                    assert_eq!(
+                        mask.masks[k],
+                        bools(&step["rank_pattern"][m]),
+                        "pattern t={t} {m}"
+                    );
                 }
                 masks_checked += 1;
             }
@@ -157,11 +200,18 @@ fn allocator_trajectory_matches_peft() {
                     .zip(&mask.masks[k])
                     .map(|(&v, &keep)| if keep { v } else { 0.0 })
                     .collect();
-                assert_eq!(masked, vec1(&step["E_after"][m]), "E after masking t={t} {m}");
+                assert_eq!(
+                    masked,
+                    vec1(&step["E_after"][m]),
+                    "E after masking t={t} {m}"
+                );
             }
         }
     }
-    assert!(masks_checked >= 5, "the trajectory must exercise several masks");
+    assert!(
+        masks_checked >= 5,
+        "the trajectory must exercise several masks"
+    );
     let final_pattern = alloc.rank_pattern();
     assert_eq!(final_pattern.total_rank(), get("target_bgt"));
 }
@@ -181,10 +231,18 @@ fn ties_at_threshold_are_all_masked_like_peft() {
         let budget = case["budget"].as_u64().unwrap() as usize;
         let pattern = mask_to_budget(&scores, budget);
         for (k, m) in modules.iter().enumerate() {
-            assert_eq!(pattern.masks[k], bools(&case["rank_pattern"][*m]), "{name}: {m}");
+            assert_eq!(
+                pattern.masks[k],
+                bools(&case["rank_pattern"][*m]),
+                "{name}: {m}"
+            );
         }
         let masked: usize = pattern.masks.iter().flatten().filter(|&&k| !k).count();
-        assert_eq!(masked as u64, case["num_masked"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            masked as u64,
+            case["num_masked"].as_u64().unwrap(),
+            "{name}"
+        );
     }
 }
 
@@ -224,11 +282,17 @@ fn orthogonality_regularizer_matches_peft() {
         for key in ["reg_peft", "reg_f64"] {
             let expected = point[key].as_f64().unwrap();
             let rel = (ours - expected).abs() / expected.abs();
-            assert!(rel <= 1e-6, "{label}: {key} {expected} vs ours {ours} (rel {rel:e})");
+            assert!(
+                rel <= 1e-6,
+                "{label}: {key} {expected} vs ours {ours} (rel {rel:e})"
+            );
         }
         let paper = to_vec(orthogonal_regularizer(&refs, OrthRegForm::Paper, &device))[0] as f64;
         let expected = point["reg_paper_f64"].as_f64().unwrap();
-        assert!((paper - expected).abs() / expected <= 1e-6, "{label}: paper form {paper} vs {expected}");
+        assert!(
+            (paper - expected).abs() / expected <= 1e-6,
+            "{label}: paper form {paper} vs {expected}"
+        );
     }
 }
 
@@ -239,12 +303,23 @@ fn svd_forward_delta_and_resize_match_peft() {
     let bias = tensor1(&fx["bias"]);
     let alpha = fx["lora_alpha"].as_f64().unwrap();
     let ranknum = fx["ranknum"].as_f64().unwrap();
-    let layer = svd_from_peft(w0.clone(), Some(bias.clone()), &fx["A"], &fx["E"], &fx["B"], alpha, ranknum);
+    let layer = svd_from_peft(
+        w0.clone(),
+        Some(bias.clone()),
+        &fx["A"],
+        &fx["E"],
+        &fx["B"],
+        alpha,
+        ranknum,
+    );
     let x = tensor2(&fx["x"]);
     let y = to_vec(layer.forward(x.clone()));
     assert!(rel_err(&y, &mat(&fx["y"]).0) <= 1e-6, "forward");
     let delta = to_vec(layer.delta_weight().transpose());
-    assert!(rel_err(&delta, &mat(&fx["delta_weight"]).0) <= 1e-6, "delta weight");
+    assert!(
+        rel_err(&delta, &mat(&fx["delta_weight"]).0) <= 1e-6,
+        "delta weight"
+    );
 
     let case = &fx["rank_pattern_case"];
     let keep = bools(&case["mask"]);
@@ -254,11 +329,20 @@ fn svd_forward_delta_and_resize_match_peft() {
     let masked_delta = to_vec(masked.delta_weight().transpose());
     assert!(rel_err(&masked_delta, &mat(&case["delta_weight_masked"]).0) <= 1e-6);
     let resized = masked.slice_to_pattern(&keep).unwrap();
-    assert_eq!(resized.rank(), case["resized"]["r"].as_u64().unwrap() as usize);
-    assert_eq!(resized.ranknum, case["resized"]["ranknum"].as_f64().unwrap());
+    assert_eq!(
+        resized.rank(),
+        case["resized"]["r"].as_u64().unwrap() as usize
+    );
+    assert_eq!(
+        resized.ranknum,
+        case["resized"]["ranknum"].as_f64().unwrap()
+    );
     let resized_delta = to_vec(resized.delta_weight().transpose());
     assert!(rel_err(&resized_delta, &mat(&case["resized"]["delta_weight"]).0) <= 1e-6);
-    assert!(rel_err(&resized_delta, &masked_delta) <= 1e-6, "slicing changed ΔW");
+    assert!(
+        rel_err(&resized_delta, &masked_delta) <= 1e-6,
+        "slicing changed ΔW"
+    );
     let y_resized = to_vec(resized.forward(x));
     assert!(rel_err(&y_resized, &mat(&case["resized"]["y"]).0) <= 1e-6);
 }

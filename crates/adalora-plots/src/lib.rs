@@ -51,7 +51,11 @@ pub struct SchedulePoint {
 }
 
 /// b(t) as a step line, mask steps marked, initial/final budgets labelled.
-pub fn plot_budget_schedule(path: &Path, points: &[SchedulePoint], title: &str) -> Result<(), PlotError> {
+pub fn plot_budget_schedule(
+    path: &Path,
+    points: &[SchedulePoint],
+    title: &str,
+) -> Result<(), PlotError> {
     let (first, last) = match (points.first(), points.last()) {
         (Some(f), Some(l)) => (f, l),
         _ => return Err(PlotError::Empty("the schedule has no steps".into())),
@@ -75,7 +79,10 @@ pub fn plot_budget_schedule(path: &Path, points: &[SchedulePoint], title: &str) 
             .draw()
             .map_err(|e| e.to_string())?;
         chart
-            .draw_series(LineSeries::new(points.iter().map(|p| (p.step, p.budget)), BLUE.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.step, p.budget)),
+                BLUE.stroke_width(2),
+            ))
             .map_err(|e| e.to_string())?
             .label("b(t)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
@@ -89,7 +96,9 @@ pub fn plot_budget_schedule(path: &Path, points: &[SchedulePoint], title: &str) 
                 )))
                 .map_err(|e| e.to_string())?
                 .label("final phase (fixed mask, every step)")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], RED.mix(0.3).filled()));
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 20, y + 5)], RED.mix(0.3).filled())
+                });
         }
         let mask_steps: Vec<_> = points.iter().filter(|p| p.mask && !p.fixed).collect();
         let stride = (mask_steps.len() / 400).max(1);
@@ -124,9 +133,19 @@ pub fn plot_rank_heatmap(
     if modules.is_empty() || layers == 0 {
         return Err(PlotError::Empty("no adapted matrices".into()));
     }
-    let max_rank = ranks.iter().flatten().flatten().copied().max().unwrap_or(1).max(1);
+    let max_rank = ranks
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let cell = 60u32;
-    let size = (140 + cell * layers as u32 + 120, 80 + cell * modules.len() as u32 + 60);
+    let size = (
+        140 + cell * layers as u32 + 120,
+        80 + cell * modules.len() as u32 + 60,
+    );
     atomically(path, size, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
@@ -152,18 +171,30 @@ pub fn plot_rank_heatmap(
                     None => RGBAColor(220, 220, 220, 1.0),
                 };
                 chart
-                    .draw_series(std::iter::once(Rectangle::new([(l, m), (l + 1, m + 1)], color.filled())))
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(l, m), (l + 1, m + 1)],
+                        color.filled(),
+                    )))
                     .map_err(|e| e.to_string())?;
                 let label = rank.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-                let text_color = if rank.map(|r| (r as f64) < 0.6 * max_rank as f64).unwrap_or(false) { WHITE } else { BLACK };
+                let text_color = if rank
+                    .map(|r| (r as f64) < 0.6 * max_rank as f64)
+                    .unwrap_or(false)
+                {
+                    WHITE
+                } else {
+                    BLACK
+                };
                 chart
                     .draw_series(std::iter::once(Text::new(
                         label,
                         (l, m),
-                        ("sans-serif", 16).into_font().color(&text_color).pos(plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Left,
-                            plotters::style::text_anchor::VPos::Top,
-                        )),
+                        ("sans-serif", 16).into_font().color(&text_color).pos(
+                            plotters::style::text_anchor::Pos::new(
+                                plotters::style::text_anchor::HPos::Left,
+                                plotters::style::text_anchor::VPos::Top,
+                            ),
+                        ),
                     )))
                     .map_err(|e| e.to_string())?;
             }
@@ -186,12 +217,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.png");
         let points: Vec<_> = (0..50)
-            .map(|t| SchedulePoint { step: t, budget: 48 - (t / 3).min(16), mask: t % 3 == 0, fixed: t > 45 })
+            .map(|t| SchedulePoint {
+                step: t,
+                budget: 48 - (t / 3).min(16),
+                mask: t % 3 == 0,
+                fixed: t > 45,
+            })
             .collect();
         plot_budget_schedule(&path, &points, "test").unwrap();
         assert!(is_png(&path));
         assert!(!path.with_extension("tmp.png").exists());
-        assert!(matches!(plot_budget_schedule(&path, &[], "x"), Err(PlotError::Empty(_))));
+        assert!(matches!(
+            plot_budget_schedule(&path, &[], "x"),
+            Err(PlotError::Empty(_))
+        ));
     }
 
     #[test]
@@ -199,7 +238,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.png");
         let modules: Vec<String> = ["Wq", "Wk"].iter().map(|s| s.to_string()).collect();
-        let ranks = vec![vec![Some(3), Some(0), None], vec![Some(12), Some(5), Some(1)]];
+        let ranks = vec![
+            vec![Some(3), Some(0), None],
+            vec![Some(12), Some(5), Some(1)],
+        ];
         plot_rank_heatmap(&path, &modules, 3, &ranks, "ranks").unwrap();
         assert!(is_png(&path));
     }

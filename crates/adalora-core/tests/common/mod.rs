@@ -27,8 +27,11 @@ pub fn vec1(v: &Value) -> Vec<f32> {
 
 pub fn mat(v: &Value) -> (Vec<f32>, [usize; 2]) {
     let rows = v.as_array().expect("matrix");
-    let cols = rows.first().map(|r| r.as_array().unwrap().len()).unwrap_or(0);
-    let data: Vec<f32> = rows.iter().flat_map(|r| vec1(r)).collect();
+    let cols = rows
+        .first()
+        .map(|r| r.as_array().unwrap().len())
+        .unwrap_or(0);
+    let data: Vec<f32> = rows.iter().flat_map(vec1).collect();
     (data, [rows.len(), cols])
 }
 
@@ -64,7 +67,10 @@ pub fn bools(v: &Value) -> Vec<bool> {
 /// max |a − b| / max(|b|_∞, floor).
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let scale = b.iter().fold(0f64, |m, &x| m.max((x as f64).abs())).max(1e-30);
+    let scale = b
+        .iter()
+        .fold(0f64, |m, &x| m.max((x as f64).abs()))
+        .max(1e-30);
     let diff = a
         .iter()
         .zip(b)

@@ -1,0 +1,399 @@
+//! `train`, `eval`, `merge` and `encode`.
+
+use std::path::PathBuf;
+
+use adalora_model::{encode_file, EncodeOptions, Pooling};
+use adalora_train::ops::{self, Source};
+use adalora_train::{RunConfig, TrainOptions};
+use anyhow::{bail, Context};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Task: default (Rotten Tomatoes), a GLUE task (sst-2, mrpc, cola, sts-b, rte, qnli, mnli,
+    /// qqp, wnli), csv:PATH, tsv:PATH, jsonl:PATH, or custom (with a [custom] table).
+    #[arg(long)]
+    task: Option<String>,
+    /// full | bitfit | lora | adalora.
+    #[arg(long)]
+    method: Option<String>,
+    /// Local HF model folder (config.json, model.safetensors, tokenizer.json); default: the
+    /// fetched all-MiniLM-L6-v2.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// TOML run configuration (see experiments/); flags and --set override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Any setting as section.key=value (e.g. --set adalora.beta1=0.9 --set train.warmup_ratio=0.1).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// LoRA rank.
+    #[arg(long)]
+    r: Option<usize>,
+    /// α of LoRA or AdaLoRA (whichever --method is).
+    #[arg(long)]
+    alpha: Option<f64>,
+    #[arg(long)]
+    init_r: Option<usize>,
+    #[arg(long)]
+    target_r: Option<usize>,
+    #[arg(long)]
+    target_total_rank: Option<usize>,
+    /// Steps, or a fraction of total steps (e.g. 0.1).
+    #[arg(long)]
+    tinit: Option<String>,
+    /// Steps, or a fraction of total steps (e.g. 0.4).
+    #[arg(long)]
+    tfinal: Option<String>,
+    #[arg(long)]
+    delta_t: Option<usize>,
+    /// Orthogonality-regularizer coefficient γ.
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Target modules: query,key,value,attention-output,intermediate,output,pooler | Wq,… |
+    /// all-linear | regex:<re>.
+    #[arg(long)]
+    target_modules: Option<String>,
+    /// Layer subset, e.g. 0,1 or 3-5.
+    #[arg(long)]
+    layers: Option<String>,
+    /// Evaluate every N steps (default: every epoch).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    #[arg(long)]
+    glue_dir: Option<PathBuf>,
+    /// cpu | cuda (needs the `cuda` feature).
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long)]
+    max_train_examples: Option<usize>,
+    #[arg(long)]
+    max_eval_examples: Option<usize>,
+    /// Skip (and count) malformed data rows instead of failing.
+    #[arg(long)]
+    skip_bad_rows: bool,
+    /// Continue the unfinished run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Replace a finished (or unfinished) run in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Stop after this many optimizer steps, leaving a checkpoint to --resume from.
+    #[arg(long)]
+    stop_after_steps: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl TrainArgs {
+    /// Flags as `key=value` overrides, applied after the config file and before --set.
+    fn overrides(&self) -> anyhow::Result<Vec<String>> {
+        let method = self
+            .method
+            .as_deref()
+            .map(adalora_train::MethodKind::parse)
+            .transpose()?;
+        let q = |s: &str| format!("{s:?}");
+        let mut o = Vec::new();
+        let mut push = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push(format!("{k}={v}"));
+            }
+        };
+        push("task", self.task.as_deref().map(q));
+        push("method", method.map(|m| q(m.name())));
+        push(
+            "model",
+            self.model.as_ref().map(|p| q(&p.display().to_string())),
+        );
+        push(
+            "glue_dir",
+            self.glue_dir.as_ref().map(|p| q(&p.display().to_string())),
+        );
+        push("device", self.device.as_deref().map(q));
+        push("seed", self.seed.map(|v| v.to_string()));
+        push("train.lr", self.lr.map(|v| v.to_string()));
+        push("train.epochs", self.epochs.map(|v| v.to_string()));
+        push("train.max_steps", self.max_steps.map(|v| v.to_string()));
+        push("train.batch_size", self.batch_size.map(|v| v.to_string()));
+        push("train.max_seq_len", self.max_seq_len.map(|v| v.to_string()));
+        push("train.eval_every", self.eval_every.map(|v| v.to_string()));
+        push(
+            "train.max_train_examples",
+            self.max_train_examples.map(|v| v.to_string()),
+        );
+        push(
+            "train.max_eval_examples",
+            self.max_eval_examples.map(|v| v.to_string()),
+        );
+        push(
+            "train.skip_bad_rows",
+            self.skip_bad_rows.then(|| "true".into()),
+        );
+        push("lora.r", self.r.map(|v| v.to_string()));
+        let alpha_section = if method == Some(adalora_train::MethodKind::Lora) {
+            "lora.alpha"
+        } else {
+            "adalora.alpha"
+        };
+        push(alpha_section, self.alpha.map(|v| format!("{v:?}")));
+        push("adalora.init_r", self.init_r.map(|v| v.to_string()));
+        push("adalora.target_r", self.target_r.map(|v| v.to_string()));
+        push(
+            "adalora.target_total_rank",
+            self.target_total_rank.map(|v| v.to_string()),
+        );
+        push("adalora.tinit", self.tinit.clone());
+        push("adalora.tfinal", self.tfinal.clone());
+        push("adalora.delta_t", self.delta_t.map(|v| v.to_string()));
+        push(
+            "adalora.orth_reg_weight",
+            self.gamma.map(|v| format!("{v:?}")),
+        );
+        push("target.modules", self.target_modules.as_deref().map(q));
+        if let Some(layers) = &self.layers {
+            let parsed: Vec<String> = parse_layers(layers)?
+                .iter()
+                .map(|l| l.to_string())
+                .collect();
+            push("target.layers", Some(format!("[{}]", parsed.join(","))));
+        }
+        o.extend(self.set.iter().cloned());
+        Ok(o)
+    }
+}
+
+fn parse_layers(s: &str) -> anyhow::Result<Vec<usize>> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || anyhow::anyhow!("--layers {s:?}: {part:?} is not a layer index or range a-b");
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (usize, usize) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a > b {
+                return Err(bad());
+            }
+            v.extend(a..=b);
+        } else {
+            v.push(part.parse().map_err(|_| bad())?);
+        }
+    }
+    Ok(v)
+}
+
+pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    let overrides = args.overrides()?;
+    let config = if args.resume {
+        if !overrides.is_empty() || args.config.is_some() {
+            bail!("--resume continues the run with its saved config.toml; drop the other settings");
+        }
+        RunConfig::default()
+    } else {
+        RunConfig::load(args.config.as_deref(), &overrides)?
+    };
+    let opts = TrainOptions {
+        config,
+        out: args.out.clone(),
+        resume: args.resume,
+        overwrite: args.overwrite,
+        progress: !args.quiet,
+        stop_after_steps: args.stop_after_steps,
+    };
+    let Some(summary) = adalora_train::train(&opts)? else {
+        return Ok(());
+    };
+    println!("run: {}", summary.run_dir);
+    println!(
+        "task {} | method {} | {} steps | trainable {} of {} ({:.4}%)",
+        summary.task,
+        summary.method,
+        summary.total_steps,
+        summary.trainable_params,
+        summary.all_params,
+        summary.trainable_percent
+    );
+    for (split, metrics) in &summary.final_metrics {
+        let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        println!("final {split}: {}", shown.join(" "));
+    }
+    if let Some(step) = summary.best_step {
+        let shown: Vec<String> = summary
+            .best_metrics
+            .iter()
+            .map(|(k, v)| format!("{k}={v:.4}"))
+            .collect();
+        println!("best (step {step}): {}", shown.join(" "));
+    }
+    if let (Some(r), Some(t)) = (summary.final_total_rank, summary.target_total_rank) {
+        println!("total rank {r} (target {t})");
+    }
+    println!(
+        "wall time {:.1}s, {:.1} examples/s",
+        summary.train_seconds, summary.train_examples_per_second
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run folder (uses its config and final adapter).
+    #[arg(long, conflicts_with_all = ["adapter"])]
+    run: Option<PathBuf>,
+    /// Use the run's best checkpoint instead of the final one.
+    #[arg(long, requires = "run")]
+    best: bool,
+    /// A PEFT adapter folder (this tool's or PEFT's), with --model and --task.
+    #[arg(long, requires = "task")]
+    adapter: Option<PathBuf>,
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    glue_dir: Option<PathBuf>,
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+}
+
+fn source(
+    run: &Option<PathBuf>,
+    best: bool,
+    adapter: &Option<PathBuf>,
+    model: &Option<PathBuf>,
+    task: &Option<String>,
+    glue_dir: &Option<PathBuf>,
+    max_seq_len: Option<usize>,
+) -> anyhow::Result<Source> {
+    let mut src = match (run, adapter) {
+        (Some(run), None) => Source::from_run(run, best)?,
+        (None, Some(adapter)) => {
+            let mut o = vec![format!("task={:?}", task.clone().unwrap_or_default())];
+            if let Some(g) = glue_dir {
+                o.push(format!("glue_dir={:?}", g.display().to_string()));
+            }
+            let config = RunConfig::load(None, &o)?;
+            let model_dir = adalora_model::loader::resolve_model_dir(model.as_deref())?;
+            Source {
+                config,
+                model_dir,
+                weights: adapter.clone(),
+            }
+        }
+        _ => bail!("give --run DIR, or --adapter DIR with --task (and optionally --model)"),
+    };
+    if let Some(n) = max_seq_len {
+        src.config.train.max_seq_len = n;
+    }
+    if let (Some(g), Some(_)) = (glue_dir, run) {
+        src.config.glue_dir = Some(g.clone());
+    }
+    Ok(src)
+}
+
+pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let src = source(
+        &args.run,
+        args.best,
+        &args.adapter,
+        &args.model,
+        &args.task,
+        &args.glue_dir,
+        args.max_seq_len,
+    )?;
+    let report = ops::evaluate(&src)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    #[arg(long, conflicts_with_all = ["adapter"])]
+    run: Option<PathBuf>,
+    #[arg(long, requires = "run")]
+    best: bool,
+    #[arg(long, requires = "task")]
+    adapter: Option<PathBuf>,
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    glue_dir: Option<PathBuf>,
+    /// Output folder for the merged HF model.
+    #[arg(long)]
+    out: PathBuf,
+    /// Dev examples used to check merged == unmerged.
+    #[arg(long, default_value_t = 64)]
+    check_examples: usize,
+}
+
+pub fn merge(args: &MergeArgs) -> anyhow::Result<()> {
+    let src = source(
+        &args.run,
+        args.best,
+        &args.adapter,
+        &args.model,
+        &args.task,
+        &args.glue_dir,
+        None,
+    )?;
+    let report = ops::merge(&src, &args.out, args.check_examples)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EncodeArgs {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// One sentence per line.
+    #[arg(long)]
+    input: PathBuf,
+    /// mean (sentence-transformers) or cls.
+    #[arg(long, default_value = "mean")]
+    pooling: String,
+    /// L2-normalise the embeddings.
+    #[arg(long)]
+    normalize: bool,
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    max_len: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+pub fn encode(args: &EncodeArgs) -> anyhow::Result<()> {
+    let model_dir = adalora_model::loader::resolve_model_dir(args.model.as_deref())?;
+    let mut opts = EncodeOptions::new(&args.input, &args.output);
+    opts.model_dir = Some(model_dir);
+    opts.pooling = args
+        .pooling
+        .parse::<Pooling>()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("--pooling")?;
+    opts.normalize = args.normalize;
+    opts.max_len = args.max_len;
+    opts.batch_size = args.batch_size;
+    let report = encode_file(&opts)?;
+    eprintln!("{report:?}");
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Evaluation on a dev split with the task's official metrics.
+
+use adalora_data::batch::{BatchConfig, Batcher};
+use adalora_data::tokenize::EncodedDataset;
+use adalora_data::{evaluate, Dataset, Metrics, Predictions, TaskKind};
+use adalora_model::BertForSequenceClassification;
+use burn::tensor::backend::Backend;
+use burn::tensor::ElementConversion;
+
+/// Predictions (dataset order) and the mean task loss.
+pub struct EvalOutput {
+    pub predictions: Predictions,
+    pub loss: f64,
+    pub metrics: Metrics,
+}
+
+/// Logits for every example of `data`, in dataset order (row-major `[n, num_labels]`).
+pub fn predict_logits<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    data: &EncodedDataset,
+    pad_id: u32,
+    batch_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<(Vec<f32>, f64)> {
+    let k = model.num_labels();
+    let batcher = Batcher::new(data, pad_id, BatchConfig::new(batch_size, 0))?;
+    let mut logits = vec![0f32; data.len() * k];
+    let mut loss_sum = 0.0;
+    for batch in batcher.eval_batches() {
+        let out = model.forward_batch(&batch, device)?;
+        let loss = model.loss(out.clone(), &batch.labels)?;
+        loss_sum += loss.into_scalar().elem::<f64>() * batch.batch_size as f64;
+        let values = out
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 logits");
+        for (row, &i) in batch.indices.iter().enumerate() {
+            logits[i * k..(i + 1) * k].copy_from_slice(&values[row * k..(row + 1) * k]);
+        }
+    }
+    Ok((logits, loss_sum / data.len().max(1) as f64))
+}
+
+/// Argmax classes or regression scores from row-major logits.
+pub fn to_predictions(logits: &[f32], kind: &TaskKind) -> Predictions {
+    let k = kind.num_outputs();
+    match kind {
+        TaskKind::Regression => Predictions::Score(logits.iter().map(|&v| v as f64).collect()),
+        TaskKind::Classification { .. } => Predictions::Class(
+            logits
+                .chunks(k)
+                .map(|row| {
+                    // First maximum, as torch.argmax.
+                    let mut best = 0;
+                    for (j, &v) in row.iter().enumerate() {
+                        if v > row[best] {
+                            best = j;
+                        }
+                    }
+                    best
+                })
+                .collect(),
+        ),
+    }
+}
+
+pub fn evaluate_split<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    task: &adalora_data::Task,
+    dataset: &Dataset,
+    encoded: &EncodedDataset,
+    pad_id: u32,
+    batch_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<EvalOutput> {
+    let (logits, loss) = predict_logits(model, encoded, pad_id, batch_size, device)?;
+    let predictions = to_predictions(&logits, &task.kind);
+    let metrics = evaluate(task.metric, &predictions, &dataset.gold())?;
+    Ok(EvalOutput {
+        predictions,
+        loss,
+        metrics,
+    })
+}

@@ -1,0 +1,154 @@
+//! `eval` and `merge`: reload what a run (or PEFT) saved and use it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use adalora_model::loader::{load_for_classification, load_tokenizer, resolve_model_dir};
+use adalora_model::BertForSequenceClassification;
+use anyhow::{bail, Context};
+use burn::backend::NdArray;
+use serde::Serialize;
+
+use crate::config::RunConfig;
+use crate::eval::{evaluate_split, predict_logits};
+use crate::io::RunDir;
+use crate::merge::write_hf_model;
+use crate::peft::{load_peft_adapter, CONFIG_FILE};
+use crate::task::{prepare_task, PreparedTask};
+
+type Cpu = NdArray<f32>;
+
+/// Where the weights to evaluate/merge come from.
+pub struct Source {
+    pub config: RunConfig,
+    pub model_dir: PathBuf,
+    /// A PEFT adapter folder, or an HF model folder (full fine-tuning / BitFit runs).
+    pub weights: PathBuf,
+}
+
+impl Source {
+    /// A finished run folder: its config and its final adapter (or `best` with `use_best`).
+    pub fn from_run(run: &Path, use_best: bool) -> anyhow::Result<Self> {
+        let dir = RunDir::new(run);
+        let config = RunConfig::load(Some(&dir.config()), &[])
+            .with_context(|| format!("{} is not a run folder", run.display()))?;
+        let weights = if use_best {
+            dir.best_adapter()
+        } else {
+            dir.final_adapter()
+        };
+        if !weights.is_dir() {
+            bail!(
+                "{} has no saved model ({}); is the run finished?",
+                run.display(),
+                weights.display()
+            );
+        }
+        let model_dir = resolve_model_dir(config.model.as_deref())?;
+        Ok(Source {
+            config,
+            model_dir,
+            weights,
+        })
+    }
+}
+
+/// Load the classification model described by `src` on the CPU, with `num_labels` outputs.
+pub fn load_model(
+    src: &Source,
+    num_labels: usize,
+) -> anyhow::Result<BertForSequenceClassification<Cpu>> {
+    let device = Default::default();
+    if src.weights.join(CONFIG_FILE).is_file() {
+        let (base, _, _) =
+            load_for_classification::<Cpu>(&src.model_dir, num_labels, src.config.seed, &device)?;
+        let (model, _) = load_peft_adapter(base, &src.weights, &device)?;
+        Ok(model)
+    } else if src.weights.join("model.safetensors").is_file() {
+        let (model, _, _) =
+            load_for_classification::<Cpu>(&src.weights, num_labels, src.config.seed, &device)?;
+        Ok(model)
+    } else {
+        bail!(
+            "{} holds neither a PEFT adapter ({CONFIG_FILE}) nor an HF model (model.safetensors)",
+            src.weights.display()
+        )
+    }
+}
+
+fn prepare(src: &Source) -> anyhow::Result<(PreparedTask, adalora_data::tokenize::TextTokenizer)> {
+    let tokenizer = load_tokenizer(&src.model_dir, src.config.train.max_seq_len)?;
+    Ok((prepare_task(&src.config, &tokenizer)?, tokenizer))
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub task: String,
+    pub weights: String,
+    pub splits: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+pub fn evaluate(src: &Source) -> anyhow::Result<EvalReport> {
+    let (prepared, tokenizer) = prepare(src)?;
+    let model = load_model(src, prepared.task.kind.num_outputs())?;
+    let mut splits = BTreeMap::new();
+    for (dataset, encoded) in prepared.task.dev.iter().zip(&prepared.dev) {
+        let r = evaluate_split(
+            &model,
+            &prepared.task,
+            dataset,
+            encoded,
+            tokenizer.pad_id(),
+            src.config.train.eval_batch_size,
+            &Default::default(),
+        )?;
+        let mut m: BTreeMap<String, f64> = r.metrics.values.into_iter().collect();
+        m.insert("loss".into(), r.loss);
+        splits.insert(dataset.name.clone(), m);
+    }
+    Ok(EvalReport {
+        task: prepared.task.name.clone(),
+        weights: src.weights.display().to_string(),
+        splits,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct MergeReport {
+    pub out: String,
+    pub checked_examples: usize,
+    /// max |logit(merged) − logit(unmerged)| over the checked dev examples.
+    pub max_abs_logit_diff: f64,
+}
+
+/// Merge the adapters into the base weights and write an HF model folder; checks on up to
+/// `check_examples` dev examples that merged and unmerged logits agree.
+pub fn merge(src: &Source, out: &Path, check_examples: usize) -> anyhow::Result<MergeReport> {
+    let (mut prepared, tokenizer) = prepare(src)?;
+    let model = load_model(src, prepared.task.kind.num_outputs())?;
+    let merged = model.clone().merge_and_unload();
+    let device = Default::default();
+    let mut encoded = prepared.dev.swap_remove(0);
+    encoded.items.truncate(check_examples);
+    encoded.targets.truncate(check_examples);
+    let (a, _) = predict_logits(&model, &encoded, tokenizer.pad_id(), 32, &device)?;
+    let (b, _) = predict_logits(&merged, &encoded, tokenizer.pad_id(), 32, &device)?;
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+    if diff > 1e-3 {
+        bail!(
+            "merged and unmerged logits differ by {diff:e}; refusing to write {}",
+            out.display()
+        );
+    }
+    crate::io::replace_dir(out, |tmp| {
+        write_hf_model(&merged, &src.model_dir, &prepared.task, tmp)
+    })?;
+    Ok(MergeReport {
+        out: out.display().to_string(),
+        checked_examples: encoded.len(),
+        max_abs_logit_diff: diff,
+    })
+}

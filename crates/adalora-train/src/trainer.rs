@@ -1,0 +1,864 @@
+//! The training loop: AdamW with linear warm-up/decay and global gradient clipping; for
+//! AdaLoRA the orthogonality term is in the loss and the rank allocator runs inside the
+//! optimizer step (`AdaLoraOptimizer`), so it can't be skipped. Evaluation at intervals,
+//! best-checkpoint tracking, atomic checkpoints and exact resume.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use adalora_core::{
+    orthogonal_regularizer, AdaLoraOptimizer, AdapterHost, LoraConfig, RankAllocator, RankPattern,
+};
+use adalora_data::batch::{BatchConfig, Batcher};
+use adalora_data::tokenize::TextTokenizer;
+use adalora_model::target::module_slots;
+use adalora_model::{apply_method, BertForSequenceClassification, Method, ParamReport};
+use anyhow::{bail, Context};
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
+use serde::{Deserialize, Serialize};
+
+use crate::clip::clip_global_norm;
+use crate::config::{MethodKind, RunConfig};
+use crate::eval::evaluate_split;
+use crate::io::{atomic_write, atomic_write_json, read_json, replace_dir, RunDir};
+use crate::lr::LrSchedule;
+use crate::params::{load_trainable, renumber_params, save_trainable};
+use crate::peft::{save_peft_adapter, AdapterKind};
+use crate::task::{prepare_task, PreparedTask};
+
+pub type Model<B> = BertForSequenceClassification<B>;
+type Adam<B> = OptimizerAdaptor<AdamW, Model<B>, B>;
+
+/// AdamW, or AdamW wrapped with the AdaLoRA allocator.
+enum TrainOptimizer<B: AutodiffBackend> {
+    Plain(Adam<B>),
+    AdaLora(Box<AdaLoraOptimizer<Adam<B>, B>>),
+}
+
+impl<B: AutodiffBackend> TrainOptimizer<B> {
+    fn step(
+        &mut self,
+        lr: f64,
+        model: Model<B>,
+        grads: GradientsParams,
+    ) -> anyhow::Result<Model<B>> {
+        Ok(match self {
+            TrainOptimizer::Plain(o) => o.step(lr, model, grads),
+            TrainOptimizer::AdaLora(o) => o.try_step(lr, model, grads)?,
+        })
+    }
+
+    fn allocator(&self) -> Option<&RankAllocator<B::InnerBackend>> {
+        match self {
+            TrainOptimizer::AdaLora(o) => Some(o.allocator()),
+            TrainOptimizer::Plain(_) => None,
+        }
+    }
+
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        match self {
+            TrainOptimizer::Plain(o) => recorder.record(o.to_record(), path.to_path_buf()),
+            TrainOptimizer::AdaLora(o) => recorder.record(o.to_record(), path.to_path_buf()),
+        }
+        .with_context(|| format!("writing optimizer state {}", path.display()))
+    }
+
+    fn load(self, path: &Path, device: &B::Device) -> anyhow::Result<Self> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let path = path.to_path_buf();
+        Ok(match self {
+            TrainOptimizer::Plain(o) => {
+                let record = recorder
+                    .load(path.clone(), device)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                TrainOptimizer::Plain(o.load_record(record))
+            }
+            TrainOptimizer::AdaLora(mut o) => {
+                let record: adalora_core::AdaLoraOptimizerRecord<_> = recorder
+                    .load(path.clone(), device)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                // Validates the allocator state (a clear error instead of a panic).
+                o.restore_allocator(&record.allocator)?;
+                TrainOptimizer::AdaLora(Box::new(Optimizer::<Model<B>, B>::load_record(*o, record)))
+            }
+        })
+    }
+}
+
+/// What a run folder remembers between invocations.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub epoch: usize,
+    /// Batches of `epoch` already consumed.
+    pub batch_in_epoch: usize,
+    pub best_metric: Option<f64>,
+    pub best_step: Option<usize>,
+    pub best_metrics: BTreeMap<String, f64>,
+    /// Running sums of the current logging window.
+    pub window: Window,
+    pub model_fingerprint: String,
+    pub train_seconds: f64,
+    pub examples_seen: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Window {
+    pub loss: f64,
+    pub task_loss: f64,
+    pub orth_reg: f64,
+    pub grad_norm: f64,
+    pub steps: usize,
+}
+
+/// Per dev split: (mean loss, metrics by name).
+type SplitResults = BTreeMap<String, (f64, BTreeMap<String, f64>)>;
+
+/// The final report (`summary.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub task: String,
+    pub method: String,
+    pub model_dir: String,
+    pub run_dir: String,
+    pub total_steps: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub train_examples: usize,
+    pub trainable_params: usize,
+    pub all_params: usize,
+    pub trainable_percent: f64,
+    pub main_metric: String,
+    pub final_metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    pub best_step: Option<usize>,
+    pub best_metrics: BTreeMap<String, f64>,
+    pub final_total_rank: Option<usize>,
+    pub target_total_rank: Option<usize>,
+    pub train_seconds: f64,
+    pub train_examples_per_second: f64,
+}
+
+pub struct TrainOptions {
+    pub config: RunConfig,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub overwrite: bool,
+    pub progress: bool,
+    /// Stop after this many optimizer steps (in total), leaving a resumable checkpoint.
+    pub stop_after_steps: Option<usize>,
+}
+
+/// Train on the CPU (ndarray + OpenBLAS) or, with the `cuda` feature, on a GPU.
+pub fn train(opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
+    match opts.config.device {
+        crate::config::DeviceKind::Cpu => train_on::<
+            burn::backend::Autodiff<burn::backend::NdArray<f32>>,
+        >(opts, &Default::default()),
+        #[cfg(feature = "cuda")]
+        crate::config::DeviceKind::Cuda => {
+            train_on::<burn::backend::Autodiff<burn::backend::Cuda<f32>>>(opts, &Default::default())
+        }
+        #[cfg(not(feature = "cuda"))]
+        crate::config::DeviceKind::Cuda => {
+            bail!("device = \"cuda\" needs a build with `--features cuda`")
+        }
+    }
+}
+
+/// FNV-1a of the model's config.json and the run's label count: identifies "the same base model".
+fn fingerprint(model_dir: &Path, num_labels: usize) -> anyhow::Result<String> {
+    let text = std::fs::read(model_dir.join("config.json"))
+        .with_context(|| format!("reading {}", model_dir.join("config.json").display()))?;
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.iter().chain(num_labels.to_le_bytes().iter()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    Ok(format!("{h:016x}"))
+}
+
+pub fn method_of(cfg: &RunConfig, total_steps: usize) -> anyhow::Result<Method> {
+    Ok(match cfg.method {
+        MethodKind::Full => Method::Full,
+        MethodKind::Bitfit => Method::BitFit,
+        MethodKind::Lora => Method::Lora(
+            LoraConfig::new()
+                .with_r(cfg.lora.r)
+                .with_alpha(cfg.lora.alpha)
+                .with_dropout(cfg.lora.dropout)
+                .with_use_rslora(cfg.lora.use_rslora),
+        ),
+        MethodKind::Adalora => Method::AdaLora(cfg.adalora.to_core(total_steps)?),
+    })
+}
+
+/// Base model + task head + method, with deterministic parameter ids.
+pub fn build_model<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    model_dir: &Path,
+    num_labels: usize,
+    total_steps: usize,
+    device: &B::Device,
+) -> anyhow::Result<(Model<B>, ParamReport)> {
+    B::seed(device, cfg.seed);
+    let (mut model, _, _) = adalora_model::loader::load_for_classification::<B>(
+        model_dir, num_labels, cfg.seed, device,
+    )?;
+    if let Some(p) = cfg.train.classifier_dropout {
+        model.dropout = burn::nn::DropoutConfig::new(p).init();
+    }
+    let (model, report) = apply_method(model, &method_of(cfg, total_steps)?, &cfg.target, device)?;
+    Ok((renumber_params(model), report))
+}
+
+fn step_seed(seed: u64, step: usize) -> u64 {
+    seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+struct MetricsLog {
+    path: PathBuf,
+    metric_names: Vec<String>,
+}
+
+const FIXED_COLUMNS: [&str; 10] = [
+    "step",
+    "epoch",
+    "split",
+    "loss",
+    "task_loss",
+    "orth_reg",
+    "lr",
+    "grad_norm",
+    "budget",
+    "total_rank",
+];
+
+impl MetricsLog {
+    /// Create (fresh run) or trim rows after `keep_until` (resume), keeping the header.
+    fn open(
+        path: PathBuf,
+        metric_names: Vec<String>,
+        keep_until: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        let header: Vec<String> = FIXED_COLUMNS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(metric_names.iter().cloned())
+            .collect();
+        let mut text = header.join(",") + "\n";
+        if let (Some(limit), true) = (keep_until, path.exists()) {
+            let old = std::fs::read_to_string(&path)?;
+            for line in old.lines().skip(1) {
+                let step: usize = line
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(usize::MAX);
+                if step <= limit {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        atomic_write(&path, text.as_bytes())?;
+        Ok(MetricsLog { path, metric_names })
+    }
+
+    fn append(&self, fixed: [String; 10], metrics: &BTreeMap<String, f64>) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut row: Vec<String> = fixed.to_vec();
+        for name in &self.metric_names {
+            row.push(
+                metrics
+                    .get(name)
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or_default(),
+            );
+        }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        writeln!(f, "{}", row.join(","))?;
+        Ok(())
+    }
+}
+
+fn opt(v: Option<usize>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Everything the loop needs that does not change during it.
+struct Run<'a> {
+    cfg: &'a RunConfig,
+    dir: RunDir,
+    model_dir: PathBuf,
+    prepared: PreparedTask,
+    tokenizer: TextTokenizer,
+    total_steps: usize,
+    batches_per_epoch: usize,
+    metrics: MetricsLog,
+    report: ParamReport,
+}
+
+pub fn train_on<B: AutodiffBackend>(
+    opts: &TrainOptions,
+    device: &B::Device,
+) -> anyhow::Result<Option<Summary>> {
+    let dir = RunDir::new(&opts.out);
+    let cfg = if opts.resume {
+        if !dir.checkpoint().join("state.json").exists() {
+            bail!(
+                "{} has no checkpoint to resume (checkpoint/state.json)",
+                dir.root.display()
+            );
+        }
+        if dir.summary().exists() {
+            bail!(
+                "{} already holds a finished run; nothing to resume",
+                dir.root.display()
+            );
+        }
+        RunConfig::load(Some(&dir.config()), &[]).context("the run's saved config.toml")?
+    } else {
+        dir.prepare_fresh(opts.overwrite)?;
+        opts.config.clone()
+    };
+    cfg.validate()?;
+    let model_dir = adalora_model::loader::resolve_model_dir(cfg.model.as_deref())?;
+    let tokenizer = adalora_model::loader::load_tokenizer(&model_dir, cfg.train.max_seq_len)?;
+    let prepared = prepare_task(&cfg, &tokenizer)?;
+    let batches_per_epoch = prepared.train.len().div_ceil(cfg.train.batch_size);
+    let total_steps = cfg
+        .train
+        .max_steps
+        .unwrap_or(cfg.train.epochs * batches_per_epoch);
+    let num_labels = prepared.task.kind.num_outputs();
+    let (model, report) = build_model::<B>(&cfg, &model_dir, num_labels, total_steps, device)?;
+    if !opts.resume {
+        let mut text = format!(
+            "# Resolved configuration of this run (lr = {}, total_steps = {total_steps}).\n",
+            cfg.lr()
+        );
+        text.push_str(&cfg.to_toml()?);
+        atomic_write(&dir.config(), text.as_bytes())?;
+    }
+    eprintln!("{}", report.table());
+    let names: Vec<String> = adalora_data::evaluate(
+        prepared.task.metric,
+        &prepared.task.dev[0].gold(),
+        &prepared.task.dev[0].gold(),
+    )
+    .map(|m| m.values.iter().map(|(n, _)| n.clone()).collect())
+    .unwrap_or_default();
+    let mut state = TrainState {
+        model_fingerprint: fingerprint(&model_dir, num_labels)?,
+        ..TrainState::default()
+    };
+    let mut optimizer = make_optimizer::<B>(&cfg, &model, total_steps, device)?;
+    let mut model = model;
+    if opts.resume {
+        let saved: TrainState = read_json(&dir.checkpoint().join("state.json"))?;
+        if saved.model_fingerprint != state.model_fingerprint {
+            bail!(
+                "checkpoint in {} was trained from another base model or label set (fingerprint {} ≠ {})",
+                dir.checkpoint().display(),
+                saved.model_fingerprint,
+                state.model_fingerprint
+            );
+        }
+        model = load_trainable(model, &dir.checkpoint().join("trainable.safetensors"))?;
+        optimizer = optimizer.load(&dir.checkpoint().join("optimizer"), device)?;
+        state = saved;
+        eprintln!("resuming {} at step {}", dir.root.display(), state.step);
+    }
+    let metrics = MetricsLog::open(dir.metrics(), names, opts.resume.then_some(state.step))?;
+    let run = Run {
+        cfg: &cfg,
+        dir,
+        model_dir,
+        prepared,
+        tokenizer,
+        total_steps,
+        batches_per_epoch,
+        metrics,
+        report,
+    };
+    run.train_loop(model, optimizer, state, opts, device)
+}
+
+fn make_optimizer<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    model: &Model<B>,
+    total_steps: usize,
+    device: &B::Device,
+) -> anyhow::Result<TrainOptimizer<B>> {
+    // HF's AdamW defaults (betas 0.9/0.999, eps 1e-8).
+    let adam = AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(cfg.train.weight_decay as f32)
+        .init::<B, Model<B>>();
+    if cfg.method != MethodKind::Adalora {
+        return Ok(TrainOptimizer::Plain(adam));
+    }
+    let core = cfg.adalora.to_core(total_steps)?;
+    let shapes: Vec<_> = model
+        .svd_adapters()
+        .iter()
+        .map(|a| {
+            let [d_in, d_out] = a.dims();
+            (d_in, a.rank(), d_out)
+        })
+        .collect();
+    let schedule = core.schedule(shapes.len(), total_steps)?;
+    let allocator =
+        RankAllocator::new(schedule, core.score_config(), &shapes, &Default::default())?;
+    let _ = device;
+    Ok(TrainOptimizer::AdaLora(Box::new(AdaLoraOptimizer::new(
+        adam, allocator,
+    ))))
+}
+
+impl Run<'_> {
+    fn lr_schedule(&self) -> LrSchedule {
+        let t = &self.cfg.train;
+        LrSchedule {
+            base: self.cfg.lr(),
+            warmup_steps: t
+                .warmup_steps
+                .unwrap_or((t.warmup_ratio * self.total_steps as f64).ceil() as usize),
+            total_steps: self.total_steps,
+            decay: t.decay,
+        }
+    }
+
+    fn total_rank<B: AutodiffBackend>(
+        &self,
+        model: &Model<B>,
+        optim: &TrainOptimizer<B>,
+    ) -> Option<usize> {
+        match optim.allocator() {
+            Some(a) => Some(a.rank_pattern().total_rank()),
+            None if matches!(self.cfg.method, MethodKind::Lora) => {
+                Some(model.adapted_linears().iter().map(|l| l.rank()).sum())
+            }
+            None => None,
+        }
+    }
+
+    fn train_loop<B: AutodiffBackend>(
+        &self,
+        mut model: Model<B>,
+        mut optim: TrainOptimizer<B>,
+        mut state: TrainState,
+        opts: &TrainOptions,
+        device: &B::Device,
+    ) -> anyhow::Result<Option<Summary>> {
+        let cfg = self.cfg;
+        let lr = self.lr_schedule();
+        let pad = self.tokenizer.pad_id();
+        let batcher = Batcher::new(
+            &self.prepared.train,
+            pad,
+            BatchConfig {
+                batch_size: cfg.train.batch_size,
+                bucket_batches: cfg.train.bucket_batches,
+                seed: cfg.seed,
+            },
+        )?;
+        let bar = progress_bar(opts.progress, self.total_steps, state.step);
+        let mut last_pattern: Option<RankPattern> = optim.allocator().map(|a| a.rank_pattern());
+        let started = Instant::now();
+        let time_before = state.train_seconds;
+        while state.step < self.total_steps {
+            let epoch = state.epoch;
+            for batch in batcher.train_epoch(epoch as u64, state.batch_in_epoch) {
+                if state.step >= self.total_steps {
+                    break;
+                }
+                B::seed(device, step_seed(cfg.seed, state.step));
+                let logits = model.forward_batch(&batch, device)?;
+                let task_loss = model.loss(logits, &batch.labels)?;
+                let (loss, orth) = match cfg.method {
+                    MethodKind::Adalora => {
+                        let reg = orthogonal_regularizer(
+                            &model.svd_adapters(),
+                            cfg.adalora.orth_form,
+                            device,
+                        );
+                        (
+                            task_loss.clone() + reg.clone().mul_scalar(cfg.adalora.orth_reg_weight),
+                            Some(reg),
+                        )
+                    }
+                    _ => (task_loss.clone(), None),
+                };
+                let loss_value: f64 = loss.clone().into_scalar().elem();
+                if !loss_value.is_finite() {
+                    bail!(
+                        "loss is {loss_value} at step {} (epoch {epoch}); stopping. The last good \
+                         checkpoint is kept in {}",
+                        state.step,
+                        self.dir.checkpoint().display()
+                    );
+                }
+                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                let grad_norm = clip_global_norm(&model, &mut grads, cfg.train.max_grad_norm);
+                let lr_now = lr.lr(state.step);
+                model = optim.step(lr_now, model, grads)?;
+                state.step += 1;
+                state.batch_in_epoch += 1;
+                state.examples_seen += batch.batch_size;
+                let w = &mut state.window;
+                w.loss += loss_value;
+                w.task_loss += task_loss.into_scalar().elem::<f64>();
+                w.orth_reg += orth.map(|r| r.into_scalar().elem::<f64>()).unwrap_or(0.0);
+                w.grad_norm += grad_norm;
+                w.steps += 1;
+
+                let budget = optim.allocator().map(|a| a.budget());
+                let total_rank = self.total_rank(&model, &optim);
+                if let Some(a) = optim.allocator() {
+                    let pattern = a.rank_pattern();
+                    if last_pattern.as_ref() != Some(&pattern) {
+                        self.write_rank_pattern(&model, &pattern, state.step, a.budget())?;
+                        last_pattern = Some(pattern);
+                    }
+                }
+                if state.step.is_multiple_of(cfg.train.log_every) || state.step == self.total_steps
+                {
+                    self.log_window(&mut state, epoch, lr_now, budget, total_rank)?;
+                }
+                bar.set_position(state.step as u64);
+                bar.set_message(format!(
+                    "loss {:.4} lr {:.2e}{}",
+                    loss_value,
+                    lr_now,
+                    match (budget, total_rank) {
+                        (Some(b), Some(r)) => format!(" b(t) {b} rank {r}"),
+                        (None, Some(r)) => format!(" rank {r}"),
+                        _ => String::new(),
+                    }
+                ));
+                let end_of_epoch = state.batch_in_epoch == self.batches_per_epoch;
+                let eval_due = match cfg.train.eval_every {
+                    Some(n) => state.step.is_multiple_of(n),
+                    None => end_of_epoch,
+                };
+                if eval_due && state.step < self.total_steps {
+                    state.train_seconds = time_before + started.elapsed().as_secs_f64();
+                    self.evaluate_and_track(&model, &mut state, epoch, budget, total_rank, &bar)?;
+                    self.save_checkpoint(&model, &optim, &state)?;
+                }
+                if opts.stop_after_steps == Some(state.step) && state.step < self.total_steps {
+                    state.train_seconds = time_before + started.elapsed().as_secs_f64();
+                    if end_of_epoch {
+                        state.epoch += 1;
+                        state.batch_in_epoch = 0;
+                    }
+                    self.save_checkpoint(&model, &optim, &state)?;
+                    bar.finish_and_clear();
+                    eprintln!(
+                        "stopped after step {} as asked; continue with --resume",
+                        state.step
+                    );
+                    return Ok(None);
+                }
+            }
+            if state.step < self.total_steps || state.batch_in_epoch == self.batches_per_epoch {
+                state.epoch += 1;
+                state.batch_in_epoch = 0;
+            }
+        }
+        bar.finish_and_clear();
+        state.train_seconds = time_before + started.elapsed().as_secs_f64();
+        self.finish(model, optim, state)
+    }
+
+    fn log_window(
+        &self,
+        state: &mut TrainState,
+        epoch: usize,
+        lr: f64,
+        budget: Option<usize>,
+        total_rank: Option<usize>,
+    ) -> anyhow::Result<()> {
+        let w = std::mem::take(&mut state.window);
+        let n = w.steps.max(1) as f64;
+        self.metrics.append(
+            [
+                state.step.to_string(),
+                epoch.to_string(),
+                "train".into(),
+                format!("{:.6}", w.loss / n),
+                format!("{:.6}", w.task_loss / n),
+                format!("{:.6}", w.orth_reg / n),
+                format!("{lr:.6e}"),
+                format!("{:.6}", w.grad_norm / n),
+                opt(budget),
+                opt(total_rank),
+            ],
+            &BTreeMap::new(),
+        )
+    }
+
+    /// Evaluate every dev split; track the best by the first split's main metric.
+    fn evaluate_and_track<B: AutodiffBackend>(
+        &self,
+        model: &Model<B>,
+        state: &mut TrainState,
+        epoch: usize,
+        budget: Option<usize>,
+        total_rank: Option<usize>,
+        bar: &indicatif::ProgressBar,
+    ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, f64>>> {
+        let results = self.evaluate_all(model)?;
+        for (split, (loss, metrics)) in &results {
+            self.metrics.append(
+                [
+                    state.step.to_string(),
+                    epoch.to_string(),
+                    split.clone(),
+                    format!("{loss:.6}"),
+                    format!("{loss:.6}"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    opt(budget),
+                    opt(total_rank),
+                ],
+                metrics,
+            )?;
+            bar.suspend(|| {
+                let shown: Vec<String> =
+                    metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+                eprintln!(
+                    "step {} {split}: loss={loss:.4} {}",
+                    state.step,
+                    shown.join(" ")
+                );
+            });
+        }
+        let main_name = self.prepared.task.metric.main_name();
+        let first = &self.prepared.task.dev[0].name;
+        let main = results[first].1.get(main_name).copied().unwrap_or(f64::NAN);
+        if state.best_metric.is_none_or(|b| main > b) {
+            state.best_metric = Some(main);
+            state.best_step = Some(state.step);
+            state.best_metrics = results[first].1.clone();
+            self.save_model_dir(model, &self.dir.best_adapter())?;
+        }
+        Ok(results.into_iter().map(|(k, (_, m))| (k, m)).collect())
+    }
+
+    fn evaluate_all<B: AutodiffBackend>(&self, model: &Model<B>) -> anyhow::Result<SplitResults> {
+        let inner = model.valid();
+        let device = Default::default();
+        let mut out = BTreeMap::new();
+        for (dataset, encoded) in self.prepared.task.dev.iter().zip(&self.prepared.dev) {
+            let r = evaluate_split::<B::InnerBackend>(
+                &inner,
+                &self.prepared.task,
+                dataset,
+                encoded,
+                self.tokenizer.pad_id(),
+                self.cfg.train.eval_batch_size,
+                &device,
+            )?;
+            out.insert(
+                dataset.name.clone(),
+                (r.loss, r.metrics.values.into_iter().collect()),
+            );
+        }
+        Ok(out)
+    }
+
+    fn adapter_kind(&self) -> anyhow::Result<Option<AdapterKind>> {
+        Ok(match self.cfg.method {
+            MethodKind::Lora => Some(AdapterKind::Lora(
+                LoraConfig::new()
+                    .with_r(self.cfg.lora.r)
+                    .with_alpha(self.cfg.lora.alpha)
+                    .with_dropout(self.cfg.lora.dropout)
+                    .with_use_rslora(self.cfg.lora.use_rslora),
+            )),
+            MethodKind::Adalora => Some(AdapterKind::AdaLora(
+                self.cfg.adalora.to_core(self.total_steps)?,
+                self.total_steps,
+            )),
+            _ => None,
+        })
+    }
+
+    /// The model as a loadable folder: a PEFT adapter (LoRA/AdaLoRA) or, for full fine-tuning
+    /// and BitFit, an HF `BertForSequenceClassification` checkpoint.
+    fn save_model_dir<B: AutodiffBackend>(
+        &self,
+        model: &Model<B>,
+        target: &Path,
+    ) -> anyhow::Result<()> {
+        let pattern = self.current_pattern(model);
+        let base = self.model_dir.display().to_string();
+        replace_dir(target, |tmp| match self.adapter_kind()? {
+            Some(kind) => save_peft_adapter(model, &kind, pattern.as_ref(), Some(&base), tmp),
+            None => crate::merge::write_hf_model(
+                &model.clone().merge_and_unload(),
+                &self.model_dir,
+                &self.prepared.task,
+                tmp,
+            ),
+        })
+    }
+
+    /// The rank pattern implied by λ (AdaLoRA): masked triplets are exactly zero after a mask
+    /// step; before the first mask every triplet counts as kept.
+    fn current_pattern<B: AutodiffBackend>(&self, model: &Model<B>) -> Option<RankPattern> {
+        if self.cfg.method != MethodKind::Adalora {
+            return None;
+        }
+        let masks = model
+            .svd_adapters()
+            .iter()
+            .map(|a| {
+                let e = a
+                    .lora_e
+                    .val()
+                    .inner()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .unwrap_or_default();
+                let all_zero = e.iter().all(|v| *v == 0.0);
+                e.iter().map(|v| all_zero || *v != 0.0).collect()
+            })
+            .collect();
+        Some(RankPattern { masks })
+    }
+
+    fn save_checkpoint<B: AutodiffBackend>(
+        &self,
+        model: &Model<B>,
+        optim: &TrainOptimizer<B>,
+        state: &TrainState,
+    ) -> anyhow::Result<()> {
+        replace_dir(&self.dir.checkpoint(), |tmp| {
+            save_trainable(model, &tmp.join("trainable.safetensors"))?;
+            optim.save(&tmp.join("optimizer"))?;
+            atomic_write_json(&tmp.join("state.json"), state)
+        })
+    }
+
+    fn write_rank_pattern<B: AutodiffBackend>(
+        &self,
+        model: &Model<B>,
+        pattern: &RankPattern,
+        step: usize,
+        budget: usize,
+    ) -> anyhow::Result<()> {
+        let slots = module_slots(model.bert.layers.len());
+        let svd_slots: Vec<_> = slots
+            .iter()
+            .zip(model.adapted_linears())
+            .filter(|(_, l)| l.as_svd().is_some())
+            .map(|(s, _)| s)
+            .collect();
+        let modules: Vec<serde_json::Value> = svd_slots
+            .iter()
+            .zip(&pattern.masks)
+            .map(|(s, m)| {
+                serde_json::json!({
+                    "layer": s.layer,
+                    "module": s.kind.name(),
+                    "path": s.path,
+                    "init_rank": m.len(),
+                    "rank": m.iter().filter(|&&k| k).count(),
+                    "mask": m,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "step": step,
+            "budget": budget,
+            "total_rank": pattern.total_rank(),
+            "modules": modules,
+        });
+        atomic_write_json(&self.dir.rank_pattern(), &doc)?;
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.rank_history())?;
+        let ranks = pattern.ranks();
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"step": step, "budget": budget, "ranks": ranks})
+        )?;
+        Ok(())
+    }
+
+    fn finish<B: AutodiffBackend>(
+        &self,
+        model: Model<B>,
+        optim: TrainOptimizer<B>,
+        mut state: TrainState,
+    ) -> anyhow::Result<Option<Summary>> {
+        let budget = optim.allocator().map(|a| a.budget());
+        let total_rank = self.total_rank(&model, &optim);
+        let bar = indicatif::ProgressBar::hidden();
+        let epoch = state.epoch.saturating_sub(1);
+        let final_metrics =
+            self.evaluate_and_track(&model, &mut state, epoch, budget, total_rank, &bar)?;
+        if let Some(a) = optim.allocator() {
+            self.write_rank_pattern(&model, &a.rank_pattern(), state.step, a.budget())?;
+        }
+        self.save_model_dir(&model, &self.dir.final_adapter())?;
+        self.save_checkpoint(&model, &optim, &state)?;
+        let target_total_rank = optim.allocator().map(|a| a.schedule().target_budget);
+        let summary = Summary {
+            task: self.prepared.task.name.clone(),
+            method: self.cfg.method.name().into(),
+            model_dir: self.model_dir.display().to_string(),
+            run_dir: self.dir.root.display().to_string(),
+            total_steps: self.total_steps,
+            epochs: self.total_steps.div_ceil(self.batches_per_epoch),
+            lr: self.cfg.lr(),
+            train_examples: self.prepared.train.len(),
+            trainable_params: self.report.trainable_params,
+            all_params: self.report.all_params,
+            trainable_percent: self.report.trainable_percent(),
+            main_metric: self.prepared.task.metric.main_name().into(),
+            final_metrics,
+            best_step: state.best_step,
+            best_metrics: state.best_metrics.clone(),
+            final_total_rank: total_rank,
+            target_total_rank,
+            train_seconds: state.train_seconds,
+            train_examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
+        };
+        // Written last: its presence marks the run as finished.
+        atomic_write_json(&self.dir.summary(), &summary)?;
+        Ok(Some(summary))
+    }
+}
+
+fn progress_bar(show: bool, total: usize, position: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} ({eta}) {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(position as u64);
+    bar
+}
