@@ -128,7 +128,7 @@ impl TrainArgs {
         );
         push("device", self.device.as_deref().map(q));
         push("seed", self.seed.map(|v| v.to_string()));
-        push("train.lr", self.lr.map(|v| v.to_string()));
+        push("train.lr", self.lr.map(|v| format!("{v:?}")));
         push("train.epochs", self.epochs.map(|v| v.to_string()));
         push("train.max_steps", self.max_steps.map(|v| v.to_string()));
         push("train.batch_size", self.batch_size.map(|v| v.to_string()));
@@ -395,5 +395,48 @@ pub fn encode(args: &EncodeArgs) -> anyhow::Result<()> {
     opts.batch_size = args.batch_size;
     let report = encode_file(&opts)?;
     eprintln!("{report:?}");
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[arg(long, conflicts_with_all = ["adapter"])]
+    run: Option<PathBuf>,
+    #[arg(long, requires = "run")]
+    best: bool,
+    /// A PEFT adapter folder, or an HF model folder (e.g. a merged model), with --task.
+    #[arg(long, requires = "task")]
+    adapter: Option<PathBuf>,
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    glue_dir: Option<PathBuf>,
+    /// Predict these examples instead of the dev split: one per line, `text` or
+    /// `text_a<TAB>text_b`.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// CSV to write (index,prediction,logit_0,…).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
+    let src = source(
+        &args.run,
+        args.best,
+        &args.adapter,
+        &args.model,
+        &args.task,
+        &args.glue_dir,
+        None,
+    )?;
+    let rows = ops::predict(&src, args.input.as_deref(), Some(&args.output))?;
+    eprintln!(
+        "{} predictions written to {}",
+        rows.len(),
+        args.output.display()
+    );
     Ok(())
 }

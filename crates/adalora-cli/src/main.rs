@@ -23,6 +23,8 @@ enum Command {
     Train(Box<commands::TrainArgs>),
     /// Re-evaluate a run (or a PEFT adapter) on the task's dev split(s); prints JSON.
     Eval(commands::EvalArgs),
+    /// Logits and predictions of a run (or PEFT adapter) on the task's first dev split, as CSV.
+    Predict(commands::PredictArgs),
     /// Merge a run's adapter into the base weights and write an HF model folder.
     Merge(commands::MergeArgs),
     /// Sentence embeddings (one sentence per input line) to CSV.
@@ -37,6 +39,7 @@ fn main() {
         Command::Train(args) => commands::train(&args),
         Command::Eval(args) => commands::eval(&args),
         Command::Merge(args) => commands::merge(&args),
+        Command::Predict(args) => commands::predict(&args),
         Command::Encode(args) => commands::encode(&args),
         Command::Schedule(args) => schedule::run(&args),
     };

@@ -83,3 +83,27 @@ pub fn evaluate_split<B: Backend>(
         metrics,
     })
 }
+
+/// CSV `index,prediction,logit_0,…` (prediction = label name, or the score for regression).
+pub fn write_predictions_csv(
+    path: &std::path::Path,
+    logits: &[f32],
+    kind: &TaskKind,
+) -> anyhow::Result<()> {
+    let k = kind.num_outputs();
+    let preds = to_predictions(logits, kind);
+    let mut text = String::from("index,prediction");
+    for j in 0..k {
+        text.push_str(&format!(",logit_{j}"));
+    }
+    text.push('\n');
+    for (i, row) in logits.chunks(k).enumerate() {
+        let p = match &preds {
+            Predictions::Class(c) => kind.labels()[c[i]].clone(),
+            Predictions::Score(s) => format!("{}", s[i]),
+        };
+        let vals: Vec<String> = row.iter().map(|v| format!("{v:.7}")).collect();
+        text.push_str(&format!("{i},{p},{}\n", vals.join(",")));
+    }
+    crate::io::atomic_write(path, text.as_bytes())
+}

@@ -152,3 +152,64 @@ pub fn merge(src: &Source, out: &Path, check_examples: usize) -> anyhow::Result<
         max_abs_logit_diff: diff,
     })
 }
+
+/// Examples from a text file: one per line, `text` or `text_a<TAB>text_b`.
+fn read_inputs(
+    path: &Path,
+    kind: &adalora_data::TaskKind,
+) -> anyhow::Result<adalora_data::Dataset> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let target = if kind.is_regression() {
+        adalora_data::Target::Score(0.0)
+    } else {
+        adalora_data::Target::Class(0)
+    };
+    let examples = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (a, b) = match l.split_once('\t') {
+                Some((a, b)) => (a.to_string(), Some(b.to_string())),
+                None => (l.to_string(), None),
+            };
+            adalora_data::Example {
+                text_a: a,
+                text_b: b,
+                target,
+            }
+        })
+        .collect();
+    Ok(adalora_data::Dataset {
+        name: "input".into(),
+        examples,
+    })
+}
+
+/// Logits with the model `src` describes, on the task's first dev split (dataset order) or on
+/// the examples of `input`; written as CSV `index,prediction,logit_0,…` when `out` is given.
+pub fn predict(
+    src: &Source,
+    input: Option<&Path>,
+    out: Option<&Path>,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let (mut prepared, tokenizer) = prepare(src)?;
+    if let Some(path) = input {
+        let data = read_inputs(path, &prepared.task.kind)?;
+        prepared.dev = vec![tokenizer.encode_dataset(&data)?];
+    }
+    let model = load_model(src, prepared.task.kind.num_outputs())?;
+    let k = prepared.task.kind.num_outputs();
+    let (logits, _) = predict_logits(
+        &model,
+        &prepared.dev[0],
+        tokenizer.pad_id(),
+        src.config.train.eval_batch_size,
+        &Default::default(),
+    )?;
+    let rows: Vec<Vec<f32>> = logits.chunks(k).map(|c| c.to_vec()).collect();
+    if let Some(path) = out {
+        crate::eval::write_predictions_csv(path, &logits, &prepared.task.kind)?;
+    }
+    Ok(rows)
+}

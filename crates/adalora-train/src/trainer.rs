@@ -740,6 +740,28 @@ impl Run<'_> {
         Some(RankPattern { masks })
     }
 
+    /// `predictions_<split>.csv`: the final model's logits on every dev split (dataset order),
+    /// the reference for checking that a reloaded adapter predicts the same.
+    fn write_predictions<B: AutodiffBackend>(&self, model: &Model<B>) -> anyhow::Result<()> {
+        let inner = model.valid();
+        let kind = &self.prepared.task.kind;
+        for (dataset, encoded) in self.prepared.task.dev.iter().zip(&self.prepared.dev) {
+            let (logits, _) = crate::eval::predict_logits(
+                &inner,
+                encoded,
+                self.tokenizer.pad_id(),
+                self.cfg.train.eval_batch_size,
+                &Default::default(),
+            )?;
+            let path = self
+                .dir
+                .root
+                .join(format!("predictions_{}.csv", dataset.name));
+            crate::eval::write_predictions_csv(&path, &logits, kind)?;
+        }
+        Ok(())
+    }
+
     fn save_checkpoint<B: AutodiffBackend>(
         &self,
         model: &Model<B>,
@@ -819,6 +841,7 @@ impl Run<'_> {
         }
         self.save_model_dir(&model, &self.dir.final_adapter())?;
         self.save_checkpoint(&model, &optim, &state)?;
+        self.write_predictions(&model)?;
         let target_total_rank = optim.allocator().map(|a| a.schedule().target_budget);
         let summary = Summary {
             task: self.prepared.task.name.clone(),

@@ -1,0 +1,461 @@
+//! End-to-end tests of the `adalora` binary on a tiny subset of the default task with the
+//! real all-MiniLM-L6-v2 (fetched by `scripts/fetch-assets.sh`): training reduces the loss,
+//! AdaLoRA ends at exactly the target total rank, resume equals an uninterrupted run, saved
+//! adapters reload to identical predictions, merged equals unmerged, and bad input fails
+//! clearly without losing what was written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn adalora(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adalora"))
+        .args(args)
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .output()
+        .expect("run adalora")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "adalora failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails_with(out: Output, needle: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "expected failure mentioning {needle:?}"
+    );
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}:\n{err}"
+    );
+    err
+}
+
+/// A small, fast run: 96 training and 48 dev examples of the default task, short sequences.
+const SMALL: &[&str] = &[
+    "--task",
+    "default",
+    "--max-train-examples",
+    "96",
+    "--max-eval-examples",
+    "48",
+    "--batch-size",
+    "16",
+    "--max-seq-len",
+    "48",
+    "--quiet",
+    "--set",
+    "train.log_every=2",
+];
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    adalora(&args)
+}
+
+const ADALORA: &[&str] = &[
+    "--method",
+    "adalora",
+    "--init-r",
+    "4",
+    "--target-r",
+    "2",
+    "--target-modules",
+    "query,value",
+    "--tinit",
+    "2",
+    "--tfinal",
+    "4",
+    "--delta-t",
+    "2",
+    "--max-steps",
+    "12",
+    "--eval-every",
+    "6",
+];
+
+fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+fn logits(path: &Path) -> Vec<Vec<f64>> {
+    read_csv(path)[1..]
+        .iter()
+        .map(|r| r[2..].iter().map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .fold(0.0, |m, (x, y)| f64::max(m, (x - y).abs()))
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn lora_training_reduces_the_loss_and_writes_a_complete_run() {
+    let dir = tmp();
+    let run = dir.path().join("lora");
+    ok(train(
+        &run,
+        &["--method", "lora", "--epochs", "4", "--lr", "2e-3"],
+    ));
+    for f in [
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "predictions_dev.csv",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert!(run.join("adapter").join(f).is_file(), "adapter/{f} missing");
+        assert!(run.join("best").join(f).is_file(), "best/{f} missing");
+    }
+    let rows = read_csv(&run.join("metrics.csv"));
+    let header = &rows[0];
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let train_losses: Vec<f64> = rows[1..]
+        .iter()
+        .filter(|r| r[col("split")] == "train")
+        .map(|r| r[col("task_loss")].parse().unwrap())
+        .collect();
+    let first: f64 = train_losses[..3].iter().sum::<f64>() / 3.0;
+    let last: f64 = train_losses[train_losses.len() - 3..].iter().sum::<f64>() / 3.0;
+    assert!(
+        last < first,
+        "training loss must decrease: {train_losses:?}"
+    );
+    let evals = rows[1..]
+        .iter()
+        .filter(|r| r[col("split")] == "dev")
+        .count();
+    assert_eq!(evals, 4, "one evaluation per epoch");
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["total_steps"], 24);
+    assert!(summary["trainable_params"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn adalora_ends_at_exactly_the_target_total_rank() {
+    let dir = tmp();
+    let run = dir.path().join("ada");
+    ok(train(&run, ADALORA));
+    // 6 layers x {query, value} = 12 matrices: b(0) = 48, b(T) = 24.
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["target_total_rank"], 24);
+    assert_eq!(summary["final_total_rank"], 24);
+    let pattern = json(&run.join("rank_pattern.json"));
+    assert_eq!(pattern["total_rank"], 24);
+    let ranks: u64 = pattern["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["rank"].as_u64().unwrap())
+        .sum();
+    assert_eq!(ranks, 24);
+    // The PEFT-layout adapter holds exactly the kept triplets.
+    let config = json(&run.join("adapter/adapter_config.json"));
+    assert_eq!(config["peft_type"], "ADALORA");
+    let kept: usize = config["rank_pattern"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| {
+            m.as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b.as_bool().unwrap())
+                .count()
+        })
+        .sum();
+    assert_eq!(kept, 24);
+    let bytes = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let stored: usize = st
+        .tensors()
+        .iter()
+        .filter(|(n, _)| n.ends_with("lora_E"))
+        .map(|(_, v)| v.shape()[0])
+        .sum();
+    assert_eq!(stored, 24);
+    // The budget column of metrics.csv follows the schedule down to b(T).
+    let rows = read_csv(&run.join("metrics.csv"));
+    let b = rows[0].iter().position(|h| h == "budget").unwrap();
+    assert_eq!(rows[1][b], "48");
+    assert_eq!(rows.last().unwrap()[b], "24");
+}
+
+#[test]
+fn resume_equals_an_uninterrupted_run() {
+    let dir = tmp();
+    let full = dir.path().join("full");
+    let parts = dir.path().join("parts");
+    ok(train(&full, ADALORA));
+    let mut first = ADALORA.to_vec();
+    first.extend(["--stop-after-steps", "5"]);
+    ok(train(&parts, &first));
+    assert!(
+        !parts.join("summary.json").exists(),
+        "a stopped run is not finished"
+    );
+    let refused = train(&parts, ADALORA);
+    fails_with(refused, "unfinished run");
+    ok(adalora(&[
+        "train",
+        "--out",
+        parts.to_str().unwrap(),
+        "--resume",
+        "--quiet",
+    ]));
+    let a = std::fs::read(full.join("adapter/adapter_model.safetensors")).unwrap();
+    let b = std::fs::read(parts.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    let (sa, sb) = (
+        json(&full.join("summary.json")),
+        json(&parts.join("summary.json")),
+    );
+    assert_eq!(sa["final_metrics"], sb["final_metrics"]);
+    assert_eq!(
+        std::fs::read_to_string(full.join("rank_pattern.json")).unwrap(),
+        std::fs::read_to_string(parts.join("rank_pattern.json")).unwrap()
+    );
+    let metrics = |p: &PathBuf| read_csv(&p.join("metrics.csv"));
+    assert_eq!(
+        metrics(&full),
+        metrics(&parts),
+        "same logged steps and metrics"
+    );
+}
+
+#[test]
+fn saved_adapter_reloads_and_merge_equals_unmerged() {
+    let dir = tmp();
+    let run = dir.path().join("ada");
+    ok(train(&run, ADALORA));
+    let run_s = run.to_str().unwrap();
+    let reloaded = dir.path().join("reloaded.csv");
+    ok(adalora(&[
+        "predict",
+        "--run",
+        run_s,
+        "--output",
+        reloaded.to_str().unwrap(),
+    ]));
+    let live = logits(&run.join("predictions_dev.csv"));
+    let diff = max_diff(&live, &logits(&reloaded));
+    assert!(
+        diff <= 1e-6,
+        "reloaded adapter predicts differently: {diff}"
+    );
+
+    let merged = dir.path().join("merged");
+    ok(adalora(&[
+        "merge",
+        "--run",
+        run_s,
+        "--out",
+        merged.to_str().unwrap(),
+    ]));
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(merged.join(f).is_file(), "merged/{f} missing");
+    }
+    let config = json(&merged.join("config.json"));
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    let input = dir.path().join("input.txt");
+    std::fs::write(
+        &input,
+        "a gorgeous, witty, seductive movie.\nthe plot is nothing but boilerplate cliches .\nit was fine\tnot great\n",
+    )
+    .unwrap();
+    let (adapter_preds, merged_preds) = (dir.path().join("a.csv"), dir.path().join("m.csv"));
+    let inp = input.to_str().unwrap();
+    ok(adalora(&[
+        "predict",
+        "--run",
+        run_s,
+        "--input",
+        inp,
+        "--output",
+        adapter_preds.to_str().unwrap(),
+    ]));
+    ok(adalora(&[
+        "predict",
+        "--adapter",
+        merged.to_str().unwrap(),
+        "--task",
+        "default",
+        "--input",
+        inp,
+        "--output",
+        merged_preds.to_str().unwrap(),
+    ]));
+    let diff = max_diff(&logits(&adapter_preds), &logits(&merged_preds));
+    assert!(diff <= 1e-4, "merged and unmerged logits differ by {diff}");
+    // The merged model was evaluated on the whole dev split; compare the run's subset rows.
+    let eval = json(&run.join("summary.json"));
+    assert!(eval["final_metrics"]["dev"]["accuracy"].as_f64().is_some());
+    let reeval = ok(adalora(&["eval", "--run", run_s]));
+    let report: serde_json::Value = serde_json::from_slice(&reeval.stdout).unwrap();
+    assert_eq!(
+        report["splits"]["dev"]["accuracy"],
+        eval["final_metrics"]["dev"]["accuracy"]
+    );
+}
+
+#[test]
+fn bad_input_fails_clearly() {
+    let dir = tmp();
+    let run = dir.path().join("r");
+    let r = run.to_str().unwrap();
+    fails_with(
+        adalora(&["train", "--out", r, "--task", "nope", "--quiet"]),
+        "unknown task \"nope\"",
+    );
+    fails_with(
+        adalora(&["train", "--out", r, "--method", "prefix", "--quiet"]),
+        "unknown method",
+    );
+    fails_with(
+        adalora(&[
+            "train",
+            "--out",
+            r,
+            "--target-modules",
+            "query,mlp",
+            "--quiet",
+        ]),
+        "unknown module \"mlp\"",
+    );
+    fails_with(
+        adalora(&[
+            "train",
+            "--out",
+            r,
+            "--init-r",
+            "4",
+            "--target-r",
+            "8",
+            "--quiet",
+        ]),
+        "target_r = 8",
+    );
+    fails_with(
+        adalora(&["train", "--out", r, "--set", "train.lrr=1", "--quiet"]),
+        "unknown field `lrr`",
+    );
+    // NaN/Inf loss stops with the step number; the last checkpoint is kept.
+    let nan = train(
+        &run,
+        &[
+            "--method",
+            "lora",
+            "--lr",
+            "1e30",
+            "--eval-every",
+            "1",
+            "--max-steps",
+            "6",
+        ],
+    );
+    let err = fails_with(nan, "at step");
+    assert!(err.contains("last good checkpoint"), "{err}");
+    assert!(
+        run.join("checkpoint/state.json").is_file(),
+        "checkpoint kept"
+    );
+    // A finished run is refused without --overwrite.
+    let fin = dir.path().join("fin");
+    ok(train(&fin, &["--method", "lora", "--max-steps", "2"]));
+    let before = std::fs::read(fin.join("summary.json")).unwrap();
+    fails_with(
+        train(&fin, &["--method", "lora", "--max-steps", "2"]),
+        "already holds a finished run",
+    );
+    assert_eq!(
+        std::fs::read(fin.join("summary.json")).unwrap(),
+        before,
+        "nothing lost"
+    );
+    // A checkpoint from another base model is refused on resume.
+    let stopped = dir.path().join("stopped");
+    ok(train(
+        &stopped,
+        &[
+            "--method",
+            "lora",
+            "--max-steps",
+            "4",
+            "--stop-after-steps",
+            "2",
+        ],
+    ));
+    let cfg_path = stopped.join("config.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let other = dir.path().join("other-model");
+    std::fs::create_dir_all(&other).unwrap();
+    let minilm = adalora_model_dir();
+    for f in ["model.safetensors", "tokenizer.json", "vocab.txt"] {
+        std::fs::copy(minilm.join(f), other.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(minilm.join("config.json")).unwrap();
+    std::fs::write(
+        other.join("config.json"),
+        config.replace(
+            "\"hidden_dropout_prob\": 0.1",
+            "\"hidden_dropout_prob\": 0.2",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg_path,
+        format!("model = {:?}\n{cfg}", other.display().to_string()),
+    )
+    .unwrap();
+    fails_with(
+        adalora(&[
+            "train",
+            "--out",
+            stopped.to_str().unwrap(),
+            "--resume",
+            "--quiet",
+        ]),
+        "another base model",
+    );
+}
+
+fn adalora_model_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::var_os("ADALORA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".cache"))
+        .join("models/all-MiniLM-L6-v2");
+    assert!(
+        dir.is_dir(),
+        "{} missing: run scripts/fetch-assets.sh",
+        dir.display()
+    );
+    dir
+}
