@@ -206,6 +206,10 @@ fn adalora_ends_at_exactly_the_target_total_rank() {
     let b = rows[0].iter().position(|h| h == "budget").unwrap();
     assert_eq!(rows[1][b], "48");
     assert_eq!(rows.last().unwrap()[b], "24");
+    // The per-layer rank heatmap (paper Fig. 3) is drawn from rank_pattern.json.
+    let png = run.join("ranks.png");
+    ok(adalora(&["plot-ranks", "--run", run.to_str().unwrap(), "--output", png.to_str().unwrap()]));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! merge and embed; plan AdaLoRA budget schedules.
 
 mod commands;
+mod plot;
 mod schedule;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Merge(commands::MergeArgs),
     /// Sentence embeddings (one sentence per input line) to CSV.
     Encode(commands::EncodeArgs),
+    /// Heatmap of a run's final rank per layer and module (AdaLoRA paper, Figure 3).
+    PlotRanks(plot::PlotRanksArgs),
     /// Print the AdaLoRA budget schedule b(t) as CSV (step,budget,mask) and optionally plot it.
     Schedule(schedule::ScheduleArgs),
 }
@@ -41,6 +44,7 @@ fn main() {
         Command::Merge(args) => commands::merge(&args),
         Command::Predict(args) => commands::predict(&args),
         Command::Encode(args) => commands::encode(&args),
+        Command::PlotRanks(args) => plot::run(&args),
         Command::Schedule(args) => schedule::run(&args),
     };
     if let Err(e) = result {

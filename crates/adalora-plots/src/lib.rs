@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -121,8 +122,9 @@ pub fn plot_budget_schedule(
     })
 }
 
-/// Final rank of every adapted matrix: rows = module types, columns = layers (paper Fig. 3).
-/// `ranks[m][l]` is the rank of module `m` in layer `l`; `None` = not adapted.
+/// Final rank of every adapted matrix: rows = module types (first at the top), columns =
+/// layers (paper Fig. 3). `ranks[m][l]` is the rank of module `m` in layer `l`; `None` = not
+/// adapted.
 pub fn plot_rank_heatmap(
     path: &Path,
     modules: &[String],
@@ -133,68 +135,62 @@ pub fn plot_rank_heatmap(
     if modules.is_empty() || layers == 0 {
         return Err(PlotError::Empty("no adapted matrices".into()));
     }
-    let max_rank = ranks
-        .iter()
-        .flatten()
-        .flatten()
-        .copied()
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let cell = 60u32;
-    let size = (
-        140 + cell * layers as u32 + 120,
-        80 + cell * modules.len() as u32 + 60,
-    );
+    let n = modules.len();
+    let max_rank = ranks.iter().flatten().flatten().copied().max().unwrap_or(1).max(1);
+    let cell = 64u32;
+    let size = (150 + cell * layers as u32 + 40, 90 + cell * n as u32 + 20);
+    // Row m is drawn at y = n − 1 − m so the first module is on top.
+    let row_y = |m: usize| n - 1 - m;
     atomically(path, size, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
+            .caption(title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(110)
-            .build_cartesian_2d(0..layers, 0..modules.len())
+            .y_label_area_size(80)
+            .build_cartesian_2d((0..layers - 1).into_segmented(), (0..n - 1).into_segmented())
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .disable_mesh()
             .x_desc("layer")
             .x_labels(layers)
-            .y_labels(modules.len())
-            .x_label_formatter(&|l| format!("{}", l + 1))
-            .y_label_formatter(&|m| modules.get(*m).cloned().unwrap_or_default())
+            .y_labels(n)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(l) => format!("{}", l + 1),
+                _ => String::new(),
+            })
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(y) if *y < n => modules[n - 1 - *y].clone(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 16))
             .draw()
             .map_err(|e| e.to_string())?;
         for (m, row) in ranks.iter().enumerate() {
             for (l, rank) in row.iter().enumerate() {
+                let y = row_y(m);
                 let color = match rank {
                     Some(r) => ViridisRGB::get_color(*r as f64 / max_rank as f64).to_rgba(),
                     None => RGBAColor(220, 220, 220, 1.0),
                 };
+                let corners = [
+                    (SegmentValue::Exact(l), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(l + 1), SegmentValue::Exact(y + 1)),
+                ];
                 chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(l, m), (l + 1, m + 1)],
-                        color.filled(),
-                    )))
+                    .draw_series(std::iter::once(Rectangle::new(corners, color.filled())))
                     .map_err(|e| e.to_string())?;
                 let label = rank.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-                let text_color = if rank
-                    .map(|r| (r as f64) < 0.6 * max_rank as f64)
-                    .unwrap_or(false)
-                {
-                    WHITE
-                } else {
-                    BLACK
-                };
+                let dark = rank.is_some_and(|r| (r as f64) < 0.6 * max_rank as f64);
+                let style = ("sans-serif", 18)
+                    .into_font()
+                    .color(if dark { &WHITE } else { &BLACK })
+                    .pos(Pos::new(HPos::Center, VPos::Center));
                 chart
                     .draw_series(std::iter::once(Text::new(
                         label,
-                        (l, m),
-                        ("sans-serif", 16).into_font().color(&text_color).pos(
-                            plotters::style::text_anchor::Pos::new(
-                                plotters::style::text_anchor::HPos::Left,
-                                plotters::style::text_anchor::VPos::Top,
-                            ),
-                        ),
+                        (SegmentValue::CenterOf(l), SegmentValue::CenterOf(y)),
+                        style,
                     )))
                     .map_err(|e| e.to_string())?;
             }
