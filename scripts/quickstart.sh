@@ -9,7 +9,7 @@ start=$(date +%s)
 scripts/setup-system.sh
 scripts/fetch-assets.sh
 cargo build --release -p adalora-cli
-BIN="$ROOT/target/release/adalora"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/adalora"
 OUT="${OUT:-$ROOT/runs/quickstart}"
 mkdir -p "$OUT"
 echo "training LoRA and AdaLoRA (logs: $OUT/{lora,adalora}.log) ..."

@@ -208,7 +208,13 @@ fn adalora_ends_at_exactly_the_target_total_rank() {
     assert_eq!(rows.last().unwrap()[b], "24");
     // The per-layer rank heatmap (paper Fig. 3) is drawn from rank_pattern.json.
     let png = run.join("ranks.png");
-    ok(adalora(&["plot-ranks", "--run", run.to_str().unwrap(), "--output", png.to_str().unwrap()]));
+    ok(adalora(&[
+        "plot-ranks",
+        "--run",
+        run.to_str().unwrap(),
+        "--output",
+        png.to_str().unwrap(),
+    ]));
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
 }
 

@@ -32,8 +32,11 @@ pub fn run(args: &PlotRanksArgs) -> anyhow::Result<()> {
     let path = args.run.join("rank_pattern.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (only AdaLoRA runs have one)", path.display()))?;
-    let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let modules = doc["modules"].as_array().with_context(|| format!("{}: no modules", path.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let modules = doc["modules"]
+        .as_array()
+        .with_context(|| format!("{}: no modules", path.display()))?;
     let layers = modules
         .iter()
         .filter_map(|m| m["layer"].as_u64())
@@ -54,7 +57,10 @@ pub fn run(args: &PlotRanksArgs) -> anyhow::Result<()> {
         }
     }
     let labels: Vec<String> = rows.iter().map(|(_, label)| label.to_string()).collect();
-    let out = args.output.clone().unwrap_or_else(|| args.run.join("rank_pattern.png"));
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.run.join("rank_pattern.png"));
     let title = format!(
         "final rank per matrix (step {}, total {} of budget {})",
         doc["step"], doc["total_rank"], doc["budget"]

@@ -136,7 +136,14 @@ pub fn plot_rank_heatmap(
         return Err(PlotError::Empty("no adapted matrices".into()));
     }
     let n = modules.len();
-    let max_rank = ranks.iter().flatten().flatten().copied().max().unwrap_or(1).max(1);
+    let max_rank = ranks
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let cell = 64u32;
     let size = (150 + cell * layers as u32 + 40, 90 + cell * n as u32 + 20);
     // Row m is drawn at y = n − 1 − m so the first module is on top.
@@ -147,7 +154,10 @@ pub fn plot_rank_heatmap(
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(80)
-            .build_cartesian_2d((0..layers - 1).into_segmented(), (0..n - 1).into_segmented())
+            .build_cartesian_2d(
+                (0..layers - 1).into_segmented(),
+                (0..n - 1).into_segmented(),
+            )
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()

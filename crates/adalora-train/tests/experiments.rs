@@ -12,5 +12,8 @@ fn all_experiment_configs_load() {
             n += 1;
         }
     }
-    assert!(n >= 4, "expected the committed experiment configs, found {n}");
+    assert!(
+        n >= 4,
+        "expected the committed experiment configs, found {n}"
+    );
 }
