@@ -469,3 +469,50 @@ fn adalora_model_dir() -> PathBuf {
     );
     dir
 }
+
+#[test]
+fn encode_writes_normalized_sentence_embeddings() {
+    let dir = tmp();
+    let input = dir.path().join("s.txt");
+    std::fs::write(
+        &input,
+        "A man is eating food.\n\nA man is riding a horse.\nThe cat sleeps.\n",
+    )
+    .unwrap();
+    let out = dir.path().join("emb.csv");
+    ok(adalora(&[
+        "encode",
+        "--input",
+        input.to_str().unwrap(),
+        "--pooling",
+        "mean",
+        "--normalize",
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let rows = read_csv(&out);
+    assert_eq!(
+        rows.len(),
+        4,
+        "header + 3 sentences (the blank line is skipped)"
+    );
+    assert_eq!(rows[0].len(), 1 + 384);
+    for row in &rows[1..] {
+        let norm: f64 = row[1..]
+            .iter()
+            .map(|v| v.parse::<f64>().unwrap().powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "L2-normalised: {norm}");
+    }
+    let bad = adalora(&[
+        "encode",
+        "--input",
+        input.to_str().unwrap(),
+        "--pooling",
+        "max",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    fails_with(bad, "pooling");
+}
