@@ -252,15 +252,17 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the weights come from: a run folder, or an adapter / model folder plus a task.
 #[derive(Args, Debug)]
-pub struct EvalArgs {
+pub struct SourceArgs {
     /// A run folder (uses its config and final adapter).
     #[arg(long, conflicts_with_all = ["adapter"])]
     run: Option<PathBuf>,
     /// Use the run's best checkpoint instead of the final one.
     #[arg(long, requires = "run")]
     best: bool,
-    /// A PEFT adapter folder (this tool's or PEFT's), with --model and --task.
+    /// A PEFT adapter folder (this tool's or PEFT's) or an HF model folder, with --task
+    /// (and --model for an adapter's base model).
     #[arg(long, requires = "task")]
     adapter: Option<PathBuf>,
     #[arg(long)]
@@ -273,70 +275,49 @@ pub struct EvalArgs {
     max_seq_len: Option<usize>,
 }
 
-fn source(
-    run: &Option<PathBuf>,
-    best: bool,
-    adapter: &Option<PathBuf>,
-    model: &Option<PathBuf>,
-    task: &Option<String>,
-    glue_dir: &Option<PathBuf>,
-    max_seq_len: Option<usize>,
-) -> anyhow::Result<Source> {
-    let mut src = match (run, adapter) {
-        (Some(run), None) => Source::from_run(run, best)?,
-        (None, Some(adapter)) => {
-            let mut o = vec![format!("task={:?}", task.clone().unwrap_or_default())];
-            if let Some(g) = glue_dir {
-                o.push(format!("glue_dir={:?}", g.display().to_string()));
+impl SourceArgs {
+    fn resolve(&self) -> anyhow::Result<Source> {
+        let mut src = match (&self.run, &self.adapter) {
+            (Some(run), None) => Source::from_run(run, self.best)?,
+            (None, Some(adapter)) => {
+                let mut o = vec![format!("task={:?}", self.task.clone().unwrap_or_default())];
+                if let Some(g) = &self.glue_dir {
+                    o.push(format!("glue_dir={:?}", g.display().to_string()));
+                }
+                Source {
+                    config: RunConfig::load(None, &o)?,
+                    model_dir: adalora_model::loader::resolve_model_dir(self.model.as_deref())?,
+                    weights: adapter.clone(),
+                }
             }
-            let config = RunConfig::load(None, &o)?;
-            let model_dir = adalora_model::loader::resolve_model_dir(model.as_deref())?;
-            Source {
-                config,
-                model_dir,
-                weights: adapter.clone(),
-            }
+            _ => bail!("give --run DIR, or --adapter DIR with --task (and optionally --model)"),
+        };
+        if let Some(n) = self.max_seq_len {
+            src.config.train.max_seq_len = n;
         }
-        _ => bail!("give --run DIR, or --adapter DIR with --task (and optionally --model)"),
-    };
-    if let Some(n) = max_seq_len {
-        src.config.train.max_seq_len = n;
+        if let (Some(g), Some(_)) = (&self.glue_dir, &self.run) {
+            src.config.glue_dir = Some(g.clone());
+        }
+        Ok(src)
     }
-    if let (Some(g), Some(_)) = (glue_dir, run) {
-        src.config.glue_dir = Some(g.clone());
-    }
-    Ok(src)
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
-    let src = source(
-        &args.run,
-        args.best,
-        &args.adapter,
-        &args.model,
-        &args.task,
-        &args.glue_dir,
-        args.max_seq_len,
-    )?;
-    let report = ops::evaluate(&src)?;
+    let report = ops::evaluate(&args.source.resolve()?)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {
-    #[arg(long, conflicts_with_all = ["adapter"])]
-    run: Option<PathBuf>,
-    #[arg(long, requires = "run")]
-    best: bool,
-    #[arg(long, requires = "task")]
-    adapter: Option<PathBuf>,
-    #[arg(long)]
-    model: Option<PathBuf>,
-    #[arg(long)]
-    task: Option<String>,
-    #[arg(long)]
-    glue_dir: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Output folder for the merged HF model.
     #[arg(long)]
     out: PathBuf,
@@ -346,17 +327,35 @@ pub struct MergeArgs {
 }
 
 pub fn merge(args: &MergeArgs) -> anyhow::Result<()> {
-    let src = source(
-        &args.run,
-        args.best,
-        &args.adapter,
-        &args.model,
-        &args.task,
-        &args.glue_dir,
-        None,
-    )?;
-    let report = ops::merge(&src, &args.out, args.check_examples)?;
+    let report = ops::merge(&args.source.resolve()?, &args.out, args.check_examples)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Predict these examples instead of the dev split: one per line, `text` or
+    /// `text_a<TAB>text_b`.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// CSV to write (index,prediction,logit_0,…).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
+    let rows = ops::predict(
+        &args.source.resolve()?,
+        args.input.as_deref(),
+        Some(&args.output),
+    )?;
+    eprintln!(
+        "{} predictions written to {}",
+        rows.len(),
+        args.output.display()
+    );
     Ok(())
 }
 
@@ -395,48 +394,5 @@ pub fn encode(args: &EncodeArgs) -> anyhow::Result<()> {
     opts.batch_size = args.batch_size;
     let report = encode_file(&opts)?;
     eprintln!("{report:?}");
-    Ok(())
-}
-
-#[derive(Args, Debug)]
-pub struct PredictArgs {
-    #[arg(long, conflicts_with_all = ["adapter"])]
-    run: Option<PathBuf>,
-    #[arg(long, requires = "run")]
-    best: bool,
-    /// A PEFT adapter folder, or an HF model folder (e.g. a merged model), with --task.
-    #[arg(long, requires = "task")]
-    adapter: Option<PathBuf>,
-    #[arg(long)]
-    model: Option<PathBuf>,
-    #[arg(long)]
-    task: Option<String>,
-    #[arg(long)]
-    glue_dir: Option<PathBuf>,
-    /// Predict these examples instead of the dev split: one per line, `text` or
-    /// `text_a<TAB>text_b`.
-    #[arg(long)]
-    input: Option<PathBuf>,
-    /// CSV to write (index,prediction,logit_0,…).
-    #[arg(long)]
-    output: PathBuf,
-}
-
-pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
-    let src = source(
-        &args.run,
-        args.best,
-        &args.adapter,
-        &args.model,
-        &args.task,
-        &args.glue_dir,
-        None,
-    )?;
-    let rows = ops::predict(&src, args.input.as_deref(), Some(&args.output))?;
-    eprintln!(
-        "{} predictions written to {}",
-        rows.len(),
-        args.output.display()
-    );
     Ok(())
 }

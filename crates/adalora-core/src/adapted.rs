@@ -120,6 +120,18 @@ pub trait AdapterHost<B: Backend> {
             .collect()
     }
 
+    /// `(d_in, rank, d_out)` of every SVD adapter, in order: what
+    /// [`crate::RankAllocator::new`] takes.
+    fn svd_shapes(&self) -> Vec<(usize, usize, usize)> {
+        self.svd_adapters()
+            .iter()
+            .map(|a| {
+                let [d_in, d_out] = a.dims();
+                (d_in, a.rank(), d_out)
+            })
+            .collect()
+    }
+
     fn svd_adapters_mut(&mut self) -> Vec<&mut SvdLinear<B>> {
         self.adapted_linears_mut()
             .into_iter()

@@ -63,14 +63,7 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
         second: AdaptedLinear::Svd(adapter.init(linear(10, 3), &device).unwrap()),
     };
     let w0_before = model.first.base().weight.val().inner();
-    let shapes: Vec<_> = model
-        .svd_adapters()
-        .iter()
-        .map(|a| {
-            let [d_in, d_out] = a.dims();
-            (d_in, a.rank(), d_out)
-        })
-        .collect();
+    let shapes = model.svd_shapes();
     let schedule = cfg.schedule(shapes.len(), total_step).unwrap();
     let allocator =
         RankAllocator::new(schedule.clone(), cfg.score_config(), &shapes, &device).unwrap();

@@ -407,14 +407,7 @@ fn make_optimizer<B: AutodiffBackend>(
         return Ok(TrainOptimizer::Plain(adam));
     }
     let core = cfg.adalora.to_core(total_steps)?;
-    let shapes: Vec<_> = model
-        .svd_adapters()
-        .iter()
-        .map(|a| {
-            let [d_in, d_out] = a.dims();
-            (d_in, a.rank(), d_out)
-        })
-        .collect();
+    let shapes = model.svd_shapes();
     let schedule = core.schedule(shapes.len(), total_steps)?;
     let allocator =
         RankAllocator::new(schedule, core.score_config(), &shapes, &Default::default())?;
