@@ -161,3 +161,46 @@ fn frozen_weights_get_no_gradient() {
         "sliced λ stays trainable"
     );
 }
+
+/// Paper variant: with `ScoreWeights::PreUpdate` the sensitivity multiplies the gradient by the
+/// weights it was computed at; the default multiplies it by the weights after the step.
+#[test]
+fn pre_and_post_update_sensitivity_use_the_right_weights() {
+    use adalora_core::ScoreWeights;
+    let device = Default::default();
+    for weights in [ScoreWeights::PreUpdate, ScoreWeights::PostUpdate] {
+        AB::seed(&device, 11);
+        let cfg = AdaLoraConfig {
+            init_r: 3,
+            target_r: 2,
+            score_weights: weights,
+            ..AdaLoraConfig::default()
+        };
+        let adapter = cfg.adapter_config();
+        let model = Tiny {
+            first: AdaptedLinear::Svd(adapter.init(linear(4, 5), &device).unwrap()),
+            second: AdaptedLinear::Svd(adapter.init(linear(5, 2), &device).unwrap()),
+        };
+        let schedule = cfg.schedule(2, 10).unwrap();
+        let allocator =
+            RankAllocator::new(schedule, cfg.score_config(), &model.svd_shapes(), &device).unwrap();
+        let mut optim = AdaLoraOptimizer::new(AdamWConfig::new().init(), allocator);
+        let x = Tensor::<AB, 2>::random([6, 4], Distribution::Normal(0.0, 1.0), &device);
+        let grads =
+            GradientsParams::from_grads(model.forward(x).powi_scalar(2).mean().backward(), &model);
+        let a_id = model.svd_adapters()[0].lora_a.id;
+        let grad_a = grads.get::<NdArray<f32>, 2>(a_id).unwrap();
+        let before = model.svd_adapters()[0].lora_a.val().inner();
+        let model = optim.step(1e-1, model, grads);
+        let after = model.svd_adapters()[0].lora_a.val().inner();
+        let w = match weights {
+            ScoreWeights::PreUpdate => before,
+            ScoreWeights::PostUpdate => after,
+        };
+        // First step from zero EMAs: Ī = (1 − β1)·|w·g|.
+        let expected: Vec<f32> = common::to_vec((w * grad_a).abs().mul_scalar(1.0 - cfg.beta1));
+        let state = optim.allocator().state();
+        let ipt = &state.stats.as_ref().unwrap()[0].a.ipt;
+        assert!(common::rel_err(ipt, &expected) < 1e-6, "{weights:?}");
+    }
+}

@@ -640,7 +640,7 @@ impl Run<'_> {
         let main_name = self.prepared.task.metric.main_name();
         let first = &self.prepared.task.dev[0].name;
         let main = results[first].1.get(main_name).copied().unwrap_or(f64::NAN);
-        if state.best_metric.is_none_or(|b| main > b) {
+        if state.best_metric.is_none_or(|b| b.is_nan() || main > b) {
             state.best_metric = Some(main);
             state.best_step = Some(state.step);
             state.best_metrics = results[first].1.clone();
