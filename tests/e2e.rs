@@ -252,6 +252,13 @@ fn resume_equals_an_uninterrupted_run() {
         std::fs::read_to_string(full.join("rank_pattern.json")).unwrap(),
         std::fs::read_to_string(parts.join("rank_pattern.json")).unwrap()
     );
+    let history =
+        |p: &PathBuf| std::fs::read_to_string(p.join("rank_pattern_history.jsonl")).unwrap();
+    assert_eq!(
+        history(&full),
+        history(&parts),
+        "rank-pattern history logged once per change"
+    );
     let metrics = |p: &PathBuf| read_csv(&p.join("metrics.csv"));
     assert_eq!(
         metrics(&full),

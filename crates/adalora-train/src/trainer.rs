@@ -289,6 +289,25 @@ impl MetricsLog {
     }
 }
 
+/// Drop history lines logged after `step` (they will be logged again by the resumed run).
+fn trim_history(path: &Path, step: usize) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path)?;
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    atomic_write(path, kept.as_bytes())
+}
+
 fn opt(v: Option<usize>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -378,6 +397,9 @@ pub fn train_on<B: AutodiffBackend>(
         eprintln!("resuming {} at step {}", dir.root.display(), state.step);
     }
     let metrics = MetricsLog::open(dir.metrics(), names, opts.resume.then_some(state.step))?;
+    if opts.resume {
+        trim_history(&dir.rank_history(), state.step)?;
+    }
     let run = Run {
         cfg: &cfg,
         dir,
@@ -466,6 +488,10 @@ impl Run<'_> {
         )?;
         let bar = progress_bar(opts.progress, self.total_steps, state.step);
         let mut last_pattern: Option<RankPattern> = optim.allocator().map(|a| a.rank_pattern());
+        if let (Some(a), true) = (optim.allocator(), state.step > 0) {
+            // On resume, rank_pattern.json may describe steps past the checkpoint: restate it.
+            self.write_rank_pattern_file(&model, &a.rank_pattern(), state.step, a.budget())?;
+        }
         let started = Instant::now();
         let time_before = state.train_seconds;
         while state.step < self.total_steps {
@@ -768,7 +794,7 @@ impl Run<'_> {
         })
     }
 
-    fn write_rank_pattern<B: AutodiffBackend>(
+    fn write_rank_pattern_file<B: AutodiffBackend>(
         &self,
         model: &Model<B>,
         pattern: &RankPattern,
@@ -802,7 +828,18 @@ impl Run<'_> {
             "total_rank": pattern.total_rank(),
             "modules": modules,
         });
-        atomic_write_json(&self.dir.rank_pattern(), &doc)?;
+        atomic_write_json(&self.dir.rank_pattern(), &doc)
+    }
+
+    /// `rank_pattern.json` (current mask) plus a line in `rank_pattern_history.jsonl`.
+    fn write_rank_pattern<B: AutodiffBackend>(
+        &self,
+        model: &Model<B>,
+        pattern: &RankPattern,
+        step: usize,
+        budget: usize,
+    ) -> anyhow::Result<()> {
+        self.write_rank_pattern_file(model, pattern, step, budget)?;
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -826,7 +863,8 @@ impl Run<'_> {
         let budget = optim.allocator().map(|a| a.budget());
         let total_rank = self.total_rank(&model, &optim);
         let bar = indicatif::ProgressBar::hidden();
-        let epoch = state.epoch.saturating_sub(1);
+        // The epoch of the last optimizer step (the loop may have ended mid-epoch).
+        let epoch = state.step.saturating_sub(1) / self.batches_per_epoch;
         let final_metrics =
             self.evaluate_and_track(&model, &mut state, epoch, budget, total_rank, &bar)?;
         if let Some(a) = optim.allocator() {
