@@ -99,6 +99,16 @@ impl Default for LoraSection {
     }
 }
 
+impl LoraSection {
+    pub fn to_core(&self) -> adalora_core::LoraConfig {
+        adalora_core::LoraConfig::new()
+            .with_r(self.r)
+            .with_alpha(self.alpha)
+            .with_dropout(self.dropout)
+            .with_use_rslora(self.use_rslora)
+    }
+}
+
 /// AdaLoRA settings; `tinit`/`tfinal` may be fractions of total_step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use adalora_core::{
-    orthogonal_regularizer, AdaLoraOptimizer, AdapterHost, LoraConfig, RankAllocator, RankPattern,
+    orthogonal_regularizer, AdaLoraOptimizer, AdapterHost, RankAllocator, RankPattern,
 };
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
@@ -189,13 +189,7 @@ pub fn method_of(cfg: &RunConfig, total_steps: usize) -> anyhow::Result<Method> 
     Ok(match cfg.method {
         MethodKind::Full => Method::Full,
         MethodKind::Bitfit => Method::BitFit,
-        MethodKind::Lora => Method::Lora(
-            LoraConfig::new()
-                .with_r(cfg.lora.r)
-                .with_alpha(cfg.lora.alpha)
-                .with_dropout(cfg.lora.dropout)
-                .with_use_rslora(cfg.lora.use_rslora),
-        ),
+        MethodKind::Lora => Method::Lora(cfg.lora.to_core()),
         MethodKind::Adalora => Method::AdaLora(cfg.adalora.to_core(total_steps)?),
     })
 }
@@ -571,7 +565,7 @@ impl Run<'_> {
                 };
                 if eval_due && state.step < self.total_steps {
                     state.train_seconds = time_before + started.elapsed().as_secs_f64();
-                    self.evaluate_and_track(&model, &mut state, epoch, budget, total_rank, &bar)?;
+                    self.evaluate_and_track(&model, &mut state, epoch, &optim, &bar)?;
                     self.save_checkpoint(&model, &optim, &state)?;
                 }
                 if opts.stop_after_steps == Some(state.step) && state.step < self.total_steps {
@@ -632,10 +626,13 @@ impl Run<'_> {
         model: &Model<B>,
         state: &mut TrainState,
         epoch: usize,
-        budget: Option<usize>,
-        total_rank: Option<usize>,
+        optim: &TrainOptimizer<B>,
         bar: &indicatif::ProgressBar,
     ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, f64>>> {
+        let budget = optim.allocator().map(|a| a.budget());
+        let total_rank = self.total_rank(model, optim);
+        let pattern = optim.allocator().map(|a| a.rank_pattern());
+        let pattern = pattern.as_ref();
         let results = self.evaluate_all(model)?;
         for (split, (loss, metrics)) in &results {
             self.metrics.append(
@@ -670,7 +667,7 @@ impl Run<'_> {
             state.best_metric = Some(main);
             state.best_step = Some(state.step);
             state.best_metrics = results[first].1.clone();
-            self.save_model_dir(model, &self.dir.best_adapter())?;
+            self.save_model_dir(model, pattern, &self.dir.best_adapter())?;
         }
         Ok(results.into_iter().map(|(k, (_, m))| (k, m)).collect())
     }
@@ -699,13 +696,7 @@ impl Run<'_> {
 
     fn adapter_kind(&self) -> anyhow::Result<Option<AdapterKind>> {
         Ok(match self.cfg.method {
-            MethodKind::Lora => Some(AdapterKind::Lora(
-                LoraConfig::new()
-                    .with_r(self.cfg.lora.r)
-                    .with_alpha(self.cfg.lora.alpha)
-                    .with_dropout(self.cfg.lora.dropout)
-                    .with_use_rslora(self.cfg.lora.use_rslora),
-            )),
+            MethodKind::Lora => Some(AdapterKind::Lora(self.cfg.lora.to_core())),
             MethodKind::Adalora => Some(AdapterKind::AdaLora(
                 self.cfg.adalora.to_core(self.total_steps)?,
                 self.total_steps,
@@ -716,15 +707,16 @@ impl Run<'_> {
 
     /// The model as a loadable folder: a PEFT adapter (LoRA/AdaLoRA) or, for full fine-tuning
     /// and BitFit, an HF `BertForSequenceClassification` checkpoint.
+    /// `pattern` is the allocator's rank pattern (AdaLoRA): PEFT slices saved triplets by it.
     fn save_model_dir<B: AutodiffBackend>(
         &self,
         model: &Model<B>,
+        pattern: Option<&RankPattern>,
         target: &Path,
     ) -> anyhow::Result<()> {
-        let pattern = self.current_pattern(model);
         let base = self.model_dir.display().to_string();
         replace_dir(target, |tmp| match self.adapter_kind()? {
-            Some(kind) => save_peft_adapter(model, &kind, pattern.as_ref(), Some(&base), tmp),
+            Some(kind) => save_peft_adapter(model, &kind, pattern, Some(&base), tmp),
             None => crate::merge::write_hf_model(
                 &model.clone().merge_and_unload(),
                 &self.model_dir,
@@ -732,31 +724,6 @@ impl Run<'_> {
                 tmp,
             ),
         })
-    }
-
-    /// The rank pattern implied by λ (AdaLoRA): masked triplets are exactly zero after a mask
-    /// step; before the first mask every triplet counts as kept.
-    fn current_pattern<B: AutodiffBackend>(&self, model: &Model<B>) -> Option<RankPattern> {
-        if self.cfg.method != MethodKind::Adalora {
-            return None;
-        }
-        let masks = model
-            .svd_adapters()
-            .iter()
-            .map(|a| {
-                let e = a
-                    .lora_e
-                    .val()
-                    .inner()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .unwrap_or_default();
-                let all_zero = e.iter().all(|v| *v == 0.0);
-                e.iter().map(|v| all_zero || *v != 0.0).collect()
-            })
-            .collect();
-        Some(RankPattern { masks })
     }
 
     /// `predictions_<split>.csv`: the final model's logits on every dev split (dataset order),
@@ -860,17 +827,16 @@ impl Run<'_> {
         optim: TrainOptimizer<B>,
         mut state: TrainState,
     ) -> anyhow::Result<Option<Summary>> {
-        let budget = optim.allocator().map(|a| a.budget());
         let total_rank = self.total_rank(&model, &optim);
         let bar = indicatif::ProgressBar::hidden();
         // The epoch of the last optimizer step (the loop may have ended mid-epoch).
         let epoch = state.step.saturating_sub(1) / self.batches_per_epoch;
-        let final_metrics =
-            self.evaluate_and_track(&model, &mut state, epoch, budget, total_rank, &bar)?;
+        let final_metrics = self.evaluate_and_track(&model, &mut state, epoch, &optim, &bar)?;
         if let Some(a) = optim.allocator() {
             self.write_rank_pattern(&model, &a.rank_pattern(), state.step, a.budget())?;
         }
-        self.save_model_dir(&model, &self.dir.final_adapter())?;
+        let pattern = optim.allocator().map(|a| a.rank_pattern());
+        self.save_model_dir(&model, pattern.as_ref(), &self.dir.final_adapter())?;
         self.save_checkpoint(&model, &optim, &state)?;
         self.write_predictions(&model)?;
         let target_total_rank = optim.allocator().map(|a| a.schedule().target_budget);
