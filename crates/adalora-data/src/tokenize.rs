@@ -1,11 +1,12 @@
-//! BERT-style tokenization over a Hugging Face `tokenizer.json`.
+//! Tokenization over a Hugging Face `tokenizer.json` (WordPiece, byte-level BPE, Unigram, …).
 //!
 //! [`TextTokenizer`] switches off the file's own padding and truncation and does them itself:
 //! text is encoded without special tokens, content tokens are truncated so that the whole
-//! sequence fits `max_len`, then specials are added:
+//! sequence fits `max_len`, then the file's post-processor adds the specials and token types
+//! of its family, e.g.
 //!
-//! * single sentence: `[CLS] a [SEP]`, `token_type_ids` all 0;
-//! * pair: `[CLS] a [SEP] b [SEP]`, `token_type_ids` 0 for `[CLS] a [SEP]` and 1 for `b [SEP]`.
+//! * BERT / DeBERTa-v3: `[CLS] a [SEP]`, pair `[CLS] a [SEP] b [SEP]` (types 0…0 1…1);
+//! * RoBERTa: `<s> a </s>`, pair `<s> a </s></s> b </s>` (types all 0).
 //!
 //! Pair truncation is *longest-first*: one token at a time is removed from the end of the
 //! longer sequence, from the second one when both are equally long (the rule of HF
@@ -16,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenizers::Tokenizer;
+use tokenizers::{Encoding, PostProcessor, Token, Tokenizer};
 
 use crate::{DataError, Dataset, Target};
 
@@ -68,22 +69,21 @@ pub fn truncate_longest_first(a: &mut Vec<u32>, b: &mut Vec<u32>, max_tokens: us
     }
 }
 
-/// A BERT-style tokenizer with its own truncation to `max_len` (specials included).
+/// A tokenizer with its own truncation to `max_len` (specials included).
 pub struct TextTokenizer {
     tokenizer: Tokenizer,
     path: PathBuf,
-    cls_id: u32,
-    sep_id: u32,
     pad_id: u32,
     max_len: usize,
 }
+
+/// Padding tokens of the common families, tried in order when `tokenizer.json` sets none.
+const PAD_TOKENS: [&str; 2] = ["[PAD]", "<pad>"];
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextTokenizer")
             .field("path", &self.path)
-            .field("cls_id", &self.cls_id)
-            .field("sep_id", &self.sep_id)
             .field("pad_id", &self.pad_id)
             .field("max_len", &self.max_len)
             .finish()
@@ -91,8 +91,9 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Load a `tokenizer.json`. Its `[CLS]`, `[SEP]` and `[PAD]` tokens must be in the
-    /// vocabulary; `max_len` (total length including specials) must be at least 3.
+    /// Load a `tokenizer.json`. It must name a padding token (its padding settings, or
+    /// `[PAD]` / `<pad>` in the vocabulary); `max_len` (total length including specials) must
+    /// leave room for one content token of each sentence of a pair.
     pub fn from_file(path: impl AsRef<Path>, max_len: usize) -> Result<Self, DataError> {
         let path = path.as_ref();
         if !path.is_file() {
@@ -119,37 +120,35 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             message,
         };
-        if max_len < 3 {
-            return Err(DataError::Config(format!(
-                "max_len must be at least 3 ([CLS] a [SEP] b [SEP] needs room), got {max_len}"
-            )));
-        }
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| PAD_TOKENS.iter().find_map(|t| tokenizer.token_to_id(t)))
+            .ok_or_else(|| {
+                err(format!(
+                    "no padding token: neither padding settings nor {} in the vocabulary",
+                    PAD_TOKENS.join(" / ")
+                ))
+            })?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)
             .map_err(|e| err(e.to_string()))?;
-        let id = |tok: &str| {
-            tokenizer
-                .token_to_id(tok)
-                .ok_or_else(|| err(format!("special token {tok} is not in the vocabulary")))
-        };
-        let (cls_id, sep_id, pad_id) = (id("[CLS]")?, id("[SEP]")?, id("[PAD]")?);
+        let min_len = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true))
+            + 2;
+        if max_len < min_len {
+            return Err(DataError::Config(format!(
+                "max_len must be at least {min_len} (a pair with its special tokens needs room), got {max_len}"
+            )));
+        }
         Ok(TextTokenizer {
             tokenizer,
             path: path.to_path_buf(),
-            cls_id,
-            sep_id,
             pad_id,
             max_len,
         })
-    }
-
-    pub fn cls_id(&self) -> u32 {
-        self.cls_id
-    }
-
-    pub fn sep_id(&self) -> u32 {
-        self.sep_id
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -187,45 +186,48 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// Truncate content ids and add special tokens.
-    fn assemble(&self, mut a: Vec<u32>, b: Option<Vec<u32>>) -> Encoded {
-        match b {
+    /// Special tokens the post-processor adds to a single sentence or a pair.
+    pub fn added_tokens(&self, pair: bool) -> usize {
+        self.tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(pair))
+    }
+
+    /// Truncate content ids and let the post-processor add special tokens and token types.
+    fn assemble(&self, mut a: Vec<u32>, b: Option<Vec<u32>>) -> Result<Encoded, DataError> {
+        let budget = self.max_len - self.added_tokens(b.is_some());
+        let b = match b {
             None => {
-                a.truncate(self.max_len - 2);
-                let mut input_ids = Vec::with_capacity(a.len() + 2);
-                input_ids.push(self.cls_id);
-                input_ids.extend_from_slice(&a);
-                input_ids.push(self.sep_id);
-                let token_type_ids = vec![0; input_ids.len()];
-                Encoded {
-                    input_ids,
-                    token_type_ids,
-                }
+                a.truncate(budget);
+                None
             }
             Some(mut b) => {
-                truncate_longest_first(&mut a, &mut b, self.max_len - 3);
-                let first = a.len() + 2;
-                let mut input_ids = Vec::with_capacity(a.len() + b.len() + 3);
-                input_ids.push(self.cls_id);
-                input_ids.extend_from_slice(&a);
-                input_ids.push(self.sep_id);
-                input_ids.extend_from_slice(&b);
-                input_ids.push(self.sep_id);
-                let mut token_type_ids = vec![0; input_ids.len()];
-                token_type_ids[first..].fill(1);
-                Encoded {
-                    input_ids,
-                    token_type_ids,
-                }
+                truncate_longest_first(&mut a, &mut b, budget);
+                Some(b)
             }
-        }
+        };
+        let encoding = |ids: Vec<u32>, type_id: u32| {
+            let tokens = ids
+                .into_iter()
+                .map(|id| Token::new(id, String::new(), (0, 0)))
+                .collect();
+            Encoding::from_tokens(tokens, type_id)
+        };
+        let out = self
+            .tokenizer
+            .post_process(encoding(a, 0), b.map(|b| encoding(b, 1)), true)
+            .map_err(|e| self.tok_err(e))?;
+        Ok(Encoded {
+            input_ids: out.get_ids().to_vec(),
+            token_type_ids: out.get_type_ids().to_vec(),
+        })
     }
 
     /// Encode a single sentence (`text_b == None`) or a pair.
     pub fn encode(&self, text_a: &str, text_b: Option<&str>) -> Result<Encoded, DataError> {
         let a = self.content_ids(text_a)?;
         let b = text_b.map(|t| self.content_ids(t)).transpose()?;
-        Ok(self.assemble(a, b))
+        self.assemble(a, b)
     }
 
     /// Tokenize a whole split once (batched, in parallel).
@@ -253,7 +255,7 @@ impl TextTokenizer {
                 })?),
                 None => None,
             };
-            items.push(self.assemble(a, b));
+            items.push(self.assemble(a, b)?);
         }
         Ok(EncodedDataset {
             name: dataset.name.clone(),

@@ -17,7 +17,10 @@ fn tok(max_len: usize) -> TextTokenizer {
 #[test]
 fn special_ids_and_single_sentence() {
     let t = tok(128);
-    assert_eq!((t.cls_id(), t.sep_id(), t.pad_id()), (101, 102, 0));
+    assert_eq!(
+        (t.pad_id(), t.added_tokens(false), t.added_tokens(true)),
+        (0, 2, 3)
+    );
     let e = t.encode("Hello, World!", None).unwrap();
     // the tokenizer's own BERT template (padding and truncation are off) agrees
     let reference = t.inner().encode("Hello, World!", true).unwrap();
@@ -116,7 +119,7 @@ fn tokenizer_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let e = TextTokenizer::from_file(tmp.path().join("none.json"), 32).unwrap_err();
     assert!(e.to_string().contains("none.json"), "{e}");
-    // a valid tokenizer without [CLS]/[SEP]/[PAD]
+    // a valid tokenizer without a padding token
     let p = common::write(
         tmp.path(),
         "wl.json",
@@ -125,7 +128,10 @@ fn tokenizer_errors() {
             "model":{"type":"WordLevel","vocab":{"a":0,"[UNK]":1},"unk_token":"[UNK]"}}"#,
     );
     let e = TextTokenizer::from_file(&p, 32).unwrap_err();
-    assert!(e.to_string().contains("[CLS]"), "{e}");
+    assert!(
+        e.to_string().contains("wl.json") && e.to_string().contains("[PAD]"),
+        "{e}"
+    );
     let p = common::write(tmp.path(), "bad.json", "{ not json");
     assert!(TextTokenizer::from_file(&p, 32).is_err());
 }

@@ -17,82 +17,52 @@
 //! `model.valid()` for evaluation.
 
 use adalora_core::{AdaptedLinear, AdapterHost};
-use adalora_data::batch::{Batch, Targets};
-use burn::module::{Initializer, Module, Param};
+use burn::module::{Initializer, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::activation::{gelu, gelu_approximate, log_softmax, softmax};
+use burn::tensor::activation::{gelu, gelu_approximate, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use crate::config::{Activation, BertConfig};
 use crate::error::ModelError;
+use crate::family::{Family, HeadSource, LoadFamily, ModelInput, ModuleKind, SequenceClassifier};
+use crate::loader::{parse_config, seeded_linear, Exporter, HfTensor, Reader};
 
-/// Token ids, token types and the padding mask (1 = token, 0 = padding), all `[batch, seq]`.
-#[derive(Debug, Clone)]
-pub struct BertInput<B: Backend> {
-    pub input_ids: Tensor<B, 2, Int>,
-    pub token_type_ids: Tensor<B, 2, Int>,
-    pub attention_mask: Tensor<B, 2, Int>,
-}
+/// BERT in the registry ([`crate::families`]).
+pub static FAMILY: Family = Family {
+    model_types: &["bert"],
+    base_prefix: "bert",
+    architecture: "BertForSequenceClassification",
+    head_modules: &["classifier"],
+    layer_list: "encoder.layer",
+    layer_slots: &LAYER_SLOTS,
+    extra_slots: &[(ModuleKind::Pooler, POOLER)],
+    ignored_prefixes: &["cls."],
+};
 
-impl<B: Backend> BertInput<B> {
-    /// From row-major host buffers of `batch_size · seq_len` entries.
-    pub fn from_rows(
-        input_ids: &[i64],
-        token_type_ids: &[i64],
-        attention_mask: &[i64],
-        batch_size: usize,
-        seq_len: usize,
-        device: &B::Device,
-    ) -> Result<Self, ModelError> {
-        let n = batch_size * seq_len;
-        if n == 0 {
-            return Err(ModelError::Invalid("empty batch".into()));
-        }
-        for (name, buf) in [
-            ("input_ids", input_ids),
-            ("token_type_ids", token_type_ids),
-            ("attention_mask", attention_mask),
-        ] {
-            if buf.len() != n {
-                return Err(ModelError::Invalid(format!(
-                    "{name} has {} entries, expected batch_size {batch_size} x seq_len {seq_len} = {n}",
-                    buf.len()
-                )));
-            }
-        }
-        let t = |v: &[i64]| {
-            Tensor::<B, 2, Int>::from_data(
-                TensorData::new(v.to_vec(), [batch_size, seq_len]),
-                device,
-            )
-        };
-        Ok(BertInput {
-            input_ids: t(input_ids),
-            token_type_ids: t(token_type_ids),
-            attention_mask: t(attention_mask),
-        })
-    }
-
-    /// From a padded [`adalora_data::batch::Batch`].
-    pub fn from_batch(batch: &Batch, device: &B::Device) -> Result<Self, ModelError> {
-        Self::from_rows(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            batch.batch_size,
-            batch.seq_len,
-            device,
-        )
-    }
-
-    pub fn dims(&self) -> [usize; 2] {
-        self.input_ids.dims()
-    }
-}
+/// HF names of a layer's dense layers, in the order of [`BertLayer::dense_layers`] (the
+/// structural adapter order). RoBERTa shares them.
+pub const LAYER_SLOTS: [(ModuleKind, &str); 6] = [
+    (ModuleKind::Query, "attention.self.query"),
+    (ModuleKind::Key, "attention.self.key"),
+    (ModuleKind::Value, "attention.self.value"),
+    (ModuleKind::AttentionOutput, "attention.output.dense"),
+    (ModuleKind::Intermediate, "intermediate.dense"),
+    (ModuleKind::Output, "output.dense"),
+];
+/// HF names of a layer's LayerNorms (after attention, after the FFN).
+const LAYER_NORMS: [&str; 2] = ["attention.output.LayerNorm", "output.LayerNorm"];
+const POOLER: &str = "pooler.dense";
+/// HF names of the embedding tables and their LayerNorm.
+pub const EMBEDDINGS: [&str; 4] = [
+    "embeddings.word_embeddings",
+    "embeddings.position_embeddings",
+    "embeddings.token_type_embeddings",
+    "embeddings.LayerNorm",
+];
 
 /// Word, position and token-type embeddings, LayerNorm and dropout.
 #[derive(Module, Debug)]
@@ -105,6 +75,7 @@ pub struct BertEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> BertEmbeddings<B> {
+    /// Absolute positions `0..seq`.
     pub fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -117,14 +88,46 @@ impl<B: Backend> BertEmbeddings<B> {
             .val()
             .narrow(0, 0, seq_len)
             .unsqueeze::<3>();
+        self.finish(input_ids, token_type_ids, positions)
+    }
+
+    /// Word + token-type + the given position embeddings (`[batch or 1, seq, hidden]`), then
+    /// LayerNorm and dropout.
+    pub fn finish(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        token_type_ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_type_ids)
             + positions;
         self.dropout.forward(self.layer_norm.forward(x))
     }
+
+    pub fn load(r: &mut Reader<'_>, cfg: &BertConfig, device: &B::Device) -> Self {
+        let h = cfg.hidden_size;
+        let [word, position, token_type, norm] = EMBEDDINGS;
+        BertEmbeddings {
+            word_embeddings: r.embedding(word, cfg.vocab_size, h, device),
+            position_embeddings: r.embedding(position, cfg.max_position_embeddings, h, device),
+            token_type_embeddings: r.embedding(token_type, cfg.type_vocab_size, h, device),
+            layer_norm: r.layer_norm(norm, h, cfg.layer_norm_eps, device),
+            dropout: DropoutConfig::new(cfg.hidden_dropout_prob).init(),
+        }
+    }
+
+    pub fn export(&self, ex: &mut Exporter) {
+        let [word, position, token_type, norm] = EMBEDDINGS;
+        ex.embedding(word, &self.word_embeddings);
+        ex.embedding(position, &self.position_embeddings);
+        ex.embedding(token_type, &self.token_type_embeddings);
+        ex.layer_norm(norm, &self.layer_norm);
+    }
 }
 
-/// One post-LayerNorm transformer layer. Field order is the structural adapter order.
+/// One post-LayerNorm transformer layer. Field order is the structural adapter order
+/// ([`LAYER_SLOTS`]).
 #[derive(Module, Debug)]
 pub struct BertLayer<B: Backend> {
     pub query: AdaptedLinear<B>,
@@ -195,6 +198,47 @@ impl<B: Backend> BertLayer<B> {
             &mut self.output,
         ]
     }
+
+    /// Layer `prefix` (`encoder.layer.3`) of a checkpoint.
+    pub fn load(r: &mut Reader<'_>, prefix: &str, cfg: &BertConfig, device: &B::Device) -> Self {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let [query, key, value, attention_output, intermediate, output] =
+            LAYER_SLOTS.map(|(kind, leaf)| {
+                let (d_in, d_out) = match kind {
+                    ModuleKind::Intermediate => (h, i),
+                    ModuleKind::Output => (i, h),
+                    _ => (h, h),
+                };
+                r.dense(&format!("{prefix}.{leaf}"), d_in, d_out, device)
+            });
+        let [attention_layer_norm, output_layer_norm] = LAYER_NORMS
+            .map(|leaf| r.layer_norm(&format!("{prefix}.{leaf}"), h, cfg.layer_norm_eps, device));
+        BertLayer {
+            query,
+            key,
+            value,
+            attention_output,
+            attention_layer_norm,
+            intermediate,
+            output,
+            output_layer_norm,
+            attention_dropout: DropoutConfig::new(cfg.attention_probs_dropout_prob).init(),
+            hidden_dropout: DropoutConfig::new(cfg.hidden_dropout_prob).init(),
+            num_heads: cfg.num_attention_heads,
+            gelu_tanh: cfg.activation() == Ok(Activation::GeluTanh),
+        }
+    }
+
+    /// The layer's tensors under `prefix`, adapters folded in.
+    pub fn export(&self, ex: &mut Exporter, prefix: &str) {
+        for (layer, (_, leaf)) in self.dense_layers().into_iter().zip(LAYER_SLOTS) {
+            ex.dense(&format!("{prefix}.{leaf}"), layer);
+        }
+        let norms = [&self.attention_layer_norm, &self.output_layer_norm];
+        for (ln, leaf) in norms.into_iter().zip(LAYER_NORMS) {
+            ex.layer_norm(&format!("{prefix}.{leaf}"), ln);
+        }
+    }
 }
 
 /// The encoder's outputs.
@@ -224,9 +268,15 @@ pub fn additive_mask<B: Backend>(attention_mask: Tensor<B, 2, Int>) -> Tensor<B,
         .reshape([b, 1, 1, t])
 }
 
+/// `[CLS]` (first token) states `[batch, hidden]`.
+pub fn first_token<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 2> {
+    let [b, _, h] = x.dims();
+    x.slice([0..b, 0..1, 0..h]).reshape([b, h])
+}
+
 impl<B: Backend> BertModel<B> {
     /// A randomly initialised model (HF init: N(0, initializer_range²) weights, zero biases,
-    /// unit LayerNorms) — used for tests and as the shape reference of the loader.
+    /// unit LayerNorms) — used for tests.
     pub fn init(cfg: &BertConfig, device: &B::Device) -> Result<Self, ModelError> {
         cfg.validate().map_err(ModelError::Invalid)?;
         let std = cfg.initializer_range;
@@ -284,12 +334,7 @@ impl<B: Backend> BertModel<B> {
         self.embeddings.word_embeddings.weight.dims()[1]
     }
 
-    pub fn max_positions(&self) -> usize {
-        self.embeddings.position_embeddings.weight.dims()[0]
-    }
-
-    pub fn forward(&self, input: BertInput<B>) -> BertOutput<B> {
-        let [b, _] = input.dims();
+    pub fn forward(&self, input: ModelInput<B>) -> BertOutput<B> {
         let mask = additive_mask(input.attention_mask);
         let mut x = self
             .embeddings
@@ -297,67 +342,32 @@ impl<B: Backend> BertModel<B> {
         for layer in &self.layers {
             x = layer.forward(x, mask.clone());
         }
-        let h = x.dims()[2];
-        let cls = x.clone().slice([0..b, 0..1, 0..h]).reshape([b, h]);
-        let pooled = self.pooler.forward(cls).tanh();
+        let pooled = self.pooler.forward(first_token(x.clone())).tanh();
         BertOutput {
             last_hidden_state: x,
             pooled,
         }
     }
 
-    /// Fold every adapter into its base weight and drop it: a plain model whose forward equals
-    /// the adapted one.
-    pub fn merge_and_unload(self) -> Self {
-        let plain = |l: AdaptedLinear<B>| AdaptedLinear::Plain(l.merge_and_unload());
-        BertModel {
-            embeddings: self.embeddings,
-            layers: self
-                .layers
-                .into_iter()
-                .map(|l| BertLayer {
-                    query: plain(l.query),
-                    key: plain(l.key),
-                    value: plain(l.value),
-                    attention_output: plain(l.attention_output),
-                    attention_layer_norm: l.attention_layer_norm,
-                    intermediate: plain(l.intermediate),
-                    output: plain(l.output),
-                    output_layer_norm: l.output_layer_norm,
-                    attention_dropout: l.attention_dropout,
-                    hidden_dropout: l.hidden_dropout,
-                    num_heads: l.num_heads,
-                    gelu_tanh: l.gelu_tanh,
-                })
+    /// The encoder of a checkpoint (names relative to the encoder).
+    pub fn load(r: &mut Reader<'_>, cfg: &BertConfig, device: &B::Device) -> Self {
+        r.encoder(|r| BertModel {
+            embeddings: BertEmbeddings::load(r, cfg, device),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|l| BertLayer::load(r, &FAMILY.layer_prefix(l), cfg, device))
                 .collect(),
-            pooler: plain(self.pooler),
-        }
+            pooler: r.dense(POOLER, cfg.hidden_size, cfg.hidden_size, device),
+        })
     }
 
-    /// Apply `f` to every adapted layer, in structural order, rebuilding the model.
-    pub(crate) fn try_map_adapted<F>(mut self, mut f: F) -> Result<Self, ModelError>
-    where
-        F: FnMut(usize, AdaptedLinear<B>) -> Result<AdaptedLinear<B>, ModelError>,
-    {
-        let mut k = 0;
-        let mut take = |slot: &mut AdaptedLinear<B>| -> Result<(), ModelError> {
-            // Swap in a cheap placeholder, transform, and put the result back.
-            let placeholder = AdaptedLinear::Plain(Linear {
-                weight: Param::from_tensor(Tensor::zeros([1, 1], &slot.base().weight.device())),
-                bias: None,
-            });
-            let old = std::mem::replace(slot, placeholder);
-            *slot = f(k, old)?;
-            k += 1;
-            Ok(())
-        };
-        for layer in &mut self.layers {
-            for slot in layer.dense_layers_mut() {
-                take(slot)?;
-            }
+    /// The encoder's tensors under HF names (relative to the exporter's prefix), adapters
+    /// folded in: a plain BERT checkpoint.
+    pub fn export(&self, ex: &mut Exporter) {
+        self.embeddings.export(ex);
+        for (l, layer) in self.layers.iter().enumerate() {
+            layer.export(ex, &FAMILY.layer_prefix(l));
         }
-        take(&mut self.pooler)?;
-        Ok(self)
+        ex.dense(POOLER, &self.pooler);
     }
 }
 
@@ -406,6 +416,8 @@ pub struct BertForSequenceClassification<B: Backend> {
     pub classifier: Linear<B>,
 }
 
+const CLASSIFIER: &str = "classifier";
+
 impl<B: Backend> BertForSequenceClassification<B> {
     /// Wrap an encoder with a fresh head: N(0, std²) weight from `seed`, zero bias.
     pub fn with_new_head(
@@ -425,102 +437,12 @@ impl<B: Backend> BertForSequenceClassification<B> {
             )));
         }
         let h = bert.hidden_size();
-        let weight = seeded_normal(seed, h * num_labels, std);
-        let classifier = Linear {
-            weight: Param::from_tensor(Tensor::from_data(
-                TensorData::new(weight, [h, num_labels]),
-                device,
-            )),
-            bias: Some(Param::from_tensor(Tensor::zeros([num_labels], device))),
-        };
         Ok(BertForSequenceClassification {
             bert,
             dropout: DropoutConfig::new(dropout).init(),
-            classifier,
+            classifier: seeded_linear(h, num_labels, std, seed, device),
         })
     }
-
-    pub fn num_labels(&self) -> usize {
-        self.classifier.weight.dims()[1]
-    }
-
-    pub fn is_regression(&self) -> bool {
-        self.num_labels() == 1
-    }
-
-    /// Logits `[batch, num_labels]`.
-    pub fn forward(&self, input: BertInput<B>) -> Tensor<B, 2> {
-        let pooled = self.bert.forward(input).pooled;
-        self.classifier.forward(self.dropout.forward(pooled))
-    }
-
-    /// Logits of a padded data batch.
-    pub fn forward_batch(
-        &self,
-        batch: &Batch,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 2>, ModelError> {
-        Ok(self.forward(BertInput::from_batch(batch, device)?))
-    }
-
-    /// Mean cross-entropy (class targets) or mean squared error (score targets, 1 output) —
-    /// HF's `BertForSequenceClassification` loss.
-    pub fn loss(
-        &self,
-        logits: Tensor<B, 2>,
-        targets: &Targets,
-    ) -> Result<Tensor<B, 1>, ModelError> {
-        let [b, k] = logits.dims();
-        let device = logits.device();
-        match targets {
-            Targets::Class(classes) => {
-                if k < 2 {
-                    return Err(ModelError::Invalid(format!(
-                        "class targets need a classification head (num_labels >= 2), this head has {k} output(s)"
-                    )));
-                }
-                check_len(classes.len(), b)?;
-                if let Some(c) = classes.iter().find(|&&c| c < 0 || c as usize >= k) {
-                    return Err(ModelError::Invalid(format!(
-                        "class target {c} is outside 0..{k}"
-                    )));
-                }
-                let idx = Tensor::<B, 2, Int>::from_data(
-                    TensorData::new(classes.clone(), [b, 1]),
-                    &device,
-                );
-                Ok(log_softmax(logits, 1).gather(1, idx).mean().neg())
-            }
-            Targets::Score(scores) => {
-                if k != 1 {
-                    return Err(ModelError::Invalid(format!(
-                        "score targets need a regression head (num_labels = 1), this head has {k} outputs"
-                    )));
-                }
-                check_len(scores.len(), b)?;
-                let t = Tensor::<B, 2>::from_data(TensorData::new(scores.clone(), [b, 1]), &device);
-                Ok((logits - t).powi_scalar(2).mean())
-            }
-        }
-    }
-
-    /// Merge every adapter of the encoder (the head is already plain).
-    pub fn merge_and_unload(self) -> Self {
-        BertForSequenceClassification {
-            bert: self.bert.merge_and_unload(),
-            dropout: self.dropout,
-            classifier: self.classifier,
-        }
-    }
-}
-
-fn check_len(n: usize, b: usize) -> Result<(), ModelError> {
-    if n != b {
-        return Err(ModelError::Invalid(format!(
-            "{n} targets for a batch of {b}"
-        )));
-    }
-    Ok(())
 }
 
 impl<B: Backend> AdapterHost<B> for BertForSequenceClassification<B> {
@@ -533,24 +455,90 @@ impl<B: Backend> AdapterHost<B> for BertForSequenceClassification<B> {
     }
 }
 
-/// `n` samples of N(0, std²) from a SplitMix64 stream and Box–Muller: deterministic for a
-/// seed on every backend and platform.
-pub fn seeded_normal(seed: u64, n: usize, std: f64) -> Vec<f32> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        // 53 random bits in (0, 1].
-        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u1, u2) = (next(), next());
-            let r = (-2.0 * u1.ln()).sqrt();
-            (r * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
-        })
-        .collect()
+impl<B: Backend> SequenceClassifier<B> for BertForSequenceClassification<B> {
+    fn family(&self) -> &'static Family {
+        &FAMILY
+    }
+
+    fn num_layers(&self) -> usize {
+        self.bert.layers.len()
+    }
+
+    fn num_labels(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.bert.embeddings.position_embeddings.weight.dims()[0]
+    }
+
+    fn hidden_states(&self, input: ModelInput<B>) -> Tensor<B, 3> {
+        self.bert.forward(input).last_hidden_state
+    }
+
+    fn forward(&self, input: ModelInput<B>) -> Tensor<B, 2> {
+        let pooled = self.bert.forward(input).pooled;
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    fn map_head<M: ModuleMapper<B>>(mut self, mapper: &mut M) -> Self {
+        self.classifier = self.classifier.map(mapper);
+        self
+    }
+
+    fn visit_head<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        self.classifier.visit(visitor);
+    }
+
+    fn with_classifier_dropout(mut self, p: f64) -> Self {
+        self.dropout = DropoutConfig::new(p).init();
+        self
+    }
+
+    fn export_hf(&self) -> Vec<HfTensor> {
+        let mut ex = Exporter::new(&FAMILY.prefix());
+        self.bert.export(&mut ex);
+        ex.prefix.clear();
+        ex.linear(CLASSIFIER, &self.classifier);
+        ex.tensors
+    }
+
+    fn head_hf(&self) -> Vec<HfTensor> {
+        let mut ex = Exporter::new("");
+        ex.linear(CLASSIFIER, &self.classifier);
+        ex.tensors
+    }
+
+    fn read_head(mut self, r: &mut Reader<'_>, device: &B::Device) -> Self {
+        let (h, k) = (self.bert.hidden_size(), self.num_labels());
+        self.classifier = r.linear(CLASSIFIER, h, k, device);
+        self
+    }
+}
+
+impl<B: Backend> LoadFamily<B> for BertForSequenceClassification<B> {
+    fn load(
+        config: &serde_json::Value,
+        config_path: &std::path::Path,
+        r: &mut Reader<'_>,
+        num_labels: usize,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<(Self, HeadSource), ModelError> {
+        let cfg: BertConfig = parse_config(config, config_path, BertConfig::validate)?;
+        let bert = BertModel::load(r, &cfg, device);
+        let model = Self::with_new_head(
+            bert,
+            num_labels,
+            cfg.initializer_range,
+            cfg.classifier_dropout_prob(),
+            seed,
+            device,
+        )?;
+        if r.has(&format!("{CLASSIFIER}.weight")) {
+            Ok((model.read_head(r, device), HeadSource::Checkpoint))
+        } else {
+            Ok((model, HeadSource::Initialized { seed }))
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! `config.json` of a Hugging Face BERT-family checkpoint.
+//! `config.json` of a Hugging Face BERT or RoBERTa checkpoint (they share the fields).
 
 use std::path::Path;
 
@@ -63,6 +63,20 @@ pub enum Activation {
     GeluTanh,
 }
 
+impl Activation {
+    /// A `hidden_act` value of `config.json`.
+    pub fn parse(hidden_act: &str) -> Result<Self, String> {
+        match hidden_act {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            other => Err(format!(
+                "hidden_act = {other:?} is not supported (expected a gelu-family activation: \
+                 \"gelu\", \"gelu_new\" or \"gelu_pytorch_tanh\")"
+            )),
+        }
+    }
+}
+
 impl BertConfig {
     /// Read and validate a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
@@ -79,14 +93,7 @@ impl BertConfig {
     }
 
     pub fn activation(&self) -> Result<Activation, String> {
-        match self.hidden_act.as_str() {
-            "gelu" => Ok(Activation::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-            other => Err(format!(
-                "hidden_act = {other:?} is not supported (expected a gelu-family activation: \
-                 \"gelu\", \"gelu_new\" or \"gelu_pytorch_tanh\")"
-            )),
-        }
+        Activation::parse(&self.hidden_act)
     }
 
     pub fn head_dim(&self) -> usize {

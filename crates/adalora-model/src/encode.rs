@@ -19,9 +19,9 @@ use adalora_data::tokenize::TextTokenizer;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::bert::{BertInput, BertModel};
 use crate::error::ModelError;
-use crate::loader::{load_bert, load_tokenizer, resolve_model_dir, temp_path};
+use crate::family::{ModelInput, SequenceClassifier};
+use crate::loader::{load_for_embedding, load_tokenizer, resolve_model_dir, temp_path};
 
 /// How token states become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -105,8 +105,8 @@ pub struct EncodeReport {
 
 /// Embed sentences with `model` (evaluation mode: use a non-autodiff backend or
 /// `model.valid()`), `batch_size` at a time. Returns one vector per sentence.
-pub fn embed_sentences<B: Backend>(
-    model: &BertModel<B>,
+pub fn embed_sentences<B: Backend, M: SequenceClassifier<B>>(
+    model: &M,
     tokenizer: &TextTokenizer,
     sentences: &[&str],
     pooling: Pooling,
@@ -134,9 +134,9 @@ pub fn embed_sentences<B: Backend>(
                 mask[r * t + j] = 1;
             }
         }
-        let input = BertInput::<B>::from_rows(&ids, &types, &mask, b, t, device)?;
+        let input = ModelInput::<B>::from_rows(&ids, &types, &mask, b, t, device)?;
         let m = input.attention_mask.clone().float();
-        let h = model.forward(input).last_hidden_state;
+        let h = model.hidden_states(input);
         let pooled = pool(h, m, pooling);
         let pooled = if normalize {
             l2_normalize(pooled)
@@ -181,8 +181,8 @@ pub fn encode_file(opts: &EncodeOptions) -> Result<EncodeReport, ModelError> {
     let device = Default::default();
     let model_dir = resolve_model_dir(opts.model_dir.as_deref())?;
     let text = std::fs::read_to_string(&opts.input).map_err(|e| ModelError::io(&opts.input, e))?;
-    let (model, cfg) = load_bert::<Cpu>(&model_dir, &device)?;
-    let max_len = opts.max_len.min(cfg.max_position_embeddings);
+    let model = load_for_embedding::<Cpu>(&model_dir, &device)?;
+    let max_len = opts.max_len.min(model.max_tokens());
     let tokenizer = load_tokenizer(&model_dir, max_len)?;
 
     let mut indices = Vec::new();
@@ -198,7 +198,7 @@ pub fn encode_file(opts: &EncodeOptions) -> Result<EncodeReport, ModelError> {
     }
     let mut truncated = 0;
     for s in &sentences {
-        if tokenizer.content_ids(s)?.len() + 2 > max_len {
+        if tokenizer.content_ids(s)?.len() + tokenizer.added_tokens(false) > max_len {
             truncated += 1;
         }
     }
@@ -211,7 +211,7 @@ pub fn encode_file(opts: &EncodeOptions) -> Result<EncodeReport, ModelError> {
         opts.batch_size,
         &device,
     )?;
-    let dim = model.hidden_size();
+    let dim = vectors.first().map_or(0, Vec::len);
     write_embeddings_csv(&opts.output, &indices, &vectors, dim)?;
     Ok(EncodeReport {
         model_dir,

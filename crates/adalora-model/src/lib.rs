@@ -1,31 +1,40 @@
 //! # adalora-model
 //!
-//! BERT-family encoders on burn for AdaLoRA experiments:
+//! Transformer encoders on burn for AdaLoRA experiments, one file per family, behind one seam:
 //!
-//! * [`bert`]: the encoder ([`BertModel`]) and the sequence-classification/regression model
-//!   ([`BertForSequenceClassification`]); every dense layer is an
-//!   [`adalora_core::AdaptedLinear`], enumerated structurally through
-//!   [`adalora_core::AdapterHost`].
-//! * [`loader`]: HF checkpoints (`config.json` + `model.safetensors`, with or without the
-//!   `bert.` prefix), model-folder resolution, export back to HF layout.
+//! * [`family`]: the seam — [`SequenceClassifier`] (forward on a batch, loss, the adapted
+//!   slots with their layer, kind and HF path, HF tensor export, the head) and the
+//!   [`Family`] description each family declares;
+//! * [`families`]: the registry; `config.json`'s `model_type` picks the family;
+//! * [`bert`] (BERT), [`roberta`] (RoBERTa), [`deberta_v2`] (DeBERTa-v2/v3): the families;
+//! * [`loader`]: HF folders and checkpoints (`config.json` + `model.safetensors`), tensor
+//!   reading with every problem reported, export back to HF layout;
 //! * [`target`]: adapter injection by target spec (peft's `target_modules`), fine-tuning
-//!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report.
+//!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report;
 //! * [`encode`]: sentence embeddings (mean/CLS pooling) to CSV for the CLI.
 
 pub mod bert;
 pub mod config;
+pub mod deberta_v2;
 pub mod encode;
 pub mod error;
+pub mod families;
+pub mod family;
 pub mod loader;
+pub mod roberta;
 pub mod target;
 
-pub use bert::{BertForSequenceClassification, BertInput, BertModel, BertOutput};
+pub use bert::{BertForSequenceClassification, BertModel, BertOutput};
 pub use config::{Activation, BertConfig};
 pub use encode::{embed_sentences, encode_file, EncodeOptions, EncodeReport, Pooling};
 pub use error::{ModelError, FETCH_HINT};
-pub use loader::{
-    export_hf_classifier_tensors, export_hf_tensors, load_bert, load_for_classification,
-    load_tokenizer, resolve_model_dir, save_hf_classifier_safetensors, save_hf_safetensors,
-    HeadSource, HfTensor,
+pub use families::AnyClassifier;
+pub use family::{
+    sequence_classification_loss, Family, HeadSource, ModelInput, ModuleKind, ModuleSlot,
+    SequenceClassifier,
 };
-pub use target::{apply_method, Method, ModuleKind, ParamReport, TargetSpec};
+pub use loader::{
+    load_for_classification, load_for_embedding, load_tokenizer, resolve_model_dir,
+    write_safetensors, HfTensor,
+};
+pub use target::{apply_method, Method, ParamReport, TargetSpec};

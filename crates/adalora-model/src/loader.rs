@@ -1,12 +1,11 @@
-//! Loading HF BERT-family checkpoints (`config.json` + `model.safetensors`) and exporting an
-//! encoder back to HF layout.
+//! Hugging Face checkpoints: finding a model folder, reading `config.json` + `model.safetensors`
+//! into the family its `model_type` names, and writing tensors back in HF layout.
 //!
-//! Key names follow HF: with or without the `bert.` prefix (detected; a
-//! `BertForSequenceClassification` checkpoint has it, a `BertModel` one does not).
-//! `*.position_ids` buffers and pretraining heads (`cls.*`) are skipped; `classifier.*` is read
-//! only by [`load_for_classification`]. Any other tensor left over, missing or of the wrong
-//! shape is reported — all of them at once — in [`ModelError::Weights`].
-//! PyTorch `Linear` weights `[d_out, d_in]` are transposed into burn's `[d_in, d_out]`.
+//! Tensor names follow HF: the encoder's with or without the family's prefix (`bert.`,
+//! `roberta.`, `deberta.`; detected), the head's without. `*.position_ids` buffers and the
+//! pretraining heads a family lists are skipped. Any other tensor left over, missing or of the
+//! wrong shape is reported — all of them at once — in [`ModelError::Weights`]. PyTorch `Linear`
+//! weights `[d_out, d_in]` are transposed into burn's `[d_in, d_out]`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,14 +13,14 @@ use std::path::{Path, PathBuf};
 use adalora_core::AdaptedLinear;
 use adalora_data::tokenize::TextTokenizer;
 use burn::module::Param;
-use burn::nn::{DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::bert::{BertEmbeddings, BertForSequenceClassification, BertLayer, BertModel};
-use crate::config::{Activation, BertConfig};
 use crate::error::{ModelError, FETCH_HINT};
+use crate::families::AnyClassifier;
+use crate::family::{Family, HeadSource};
 
 /// Folder name of the default model in the asset cache.
 pub const DEFAULT_MODEL_NAME: &str = "all-MiniLM-L6-v2";
@@ -88,6 +87,81 @@ pub fn load_tokenizer(model_dir: &Path, max_len: usize) -> Result<TextTokenizer,
     )?)
 }
 
+/// `config.json` as JSON, with the path for messages.
+pub fn read_config(model_dir: &Path) -> Result<(serde_json::Value, PathBuf), ModelError> {
+    let path = model_dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((value, path))
+}
+
+/// Parse a family's typed config out of `config.json` and validate it.
+pub fn parse_config<C: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+    path: &Path,
+    validate: impl FnOnce(&C) -> Result<(), String>,
+) -> Result<C, ModelError> {
+    let err = |message: String| ModelError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let cfg: C = serde_json::from_value(config.clone()).map_err(|e| err(e.to_string()))?;
+    validate(&cfg).map_err(err)?;
+    Ok(cfg)
+}
+
+/// Load a sequence-classification model from a HF folder: `config.json`'s `model_type` picks
+/// the family (an unknown one is an error naming it); the head is the checkpoint's when it
+/// has one (its shape must be `[num_labels, hidden]`), else new from `seed`. `num_labels == 1`
+/// is regression.
+pub fn load_for_classification<B: Backend>(
+    model_dir: &Path,
+    num_labels: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<(AnyClassifier<B>, HeadSource), ModelError> {
+    if num_labels == 0 {
+        return Err(ModelError::Invalid("num_labels must be at least 1".into()));
+    }
+    let (config, config_path) = read_config(model_dir)?;
+    let family = crate::families::family_of(&config, &config_path)?;
+    let ck = Checkpoint::read(&model_dir.join("model.safetensors"))?;
+    let mut reader = Reader::new(&ck, "")?;
+    reader.encoder_prefix = if ck.names().iter().any(|n| n.starts_with(&family.prefix())) {
+        family.prefix()
+    } else {
+        String::new()
+    };
+    let loaded = AnyClassifier::load(
+        family,
+        &config,
+        &config_path,
+        &mut reader,
+        num_labels,
+        seed,
+        device,
+    )?;
+    reader.finish(family)?;
+    Ok(loaded)
+}
+
+/// Load a model folder for its hidden states (`adalora encode`): the head is the checkpoint's
+/// when `config.json` declares its labels, else a throw-away one.
+pub fn load_for_embedding<B: Backend>(
+    model_dir: &Path,
+    device: &B::Device,
+) -> Result<AnyClassifier<B>, ModelError> {
+    let (config, _) = read_config(model_dir)?;
+    let num_labels = config
+        .get("id2label")
+        .and_then(|m| m.as_object())
+        .map_or(2, |m| m.len().max(1));
+    Ok(load_for_classification(model_dir, num_labels, 0, device)?.0)
+}
+
 /// A checkpoint's raw tensors, in memory.
 pub struct Checkpoint {
     path: PathBuf,
@@ -125,35 +199,67 @@ impl Checkpoint {
         v.sort();
         v
     }
-
-    /// `"bert."` when the encoder's keys carry that prefix, else `""`.
-    pub fn prefix(&self) -> &'static str {
-        if self.names().iter().any(|n| n.starts_with("bert.")) {
-            "bert."
-        } else {
-            ""
-        }
-    }
 }
 
-/// Reads tensors by name, collecting every problem instead of stopping at the first.
-struct Reader<'a> {
+/// Reads tensors by HF name, collecting every problem instead of stopping at the first.
+/// Names are relative to `root` (`base_model.model.` in PEFT files); inside
+/// [`Reader::encoder`] they are relative to the encoder (`root` + `bert.`).
+pub struct Reader<'a> {
     st: SafeTensors<'a>,
-    prefix: &'static str,
+    path: PathBuf,
+    root: String,
+    /// The encoder's prefix in this file (`bert.` or empty).
+    pub encoder_prefix: String,
+    in_encoder: bool,
     used: BTreeSet<String>,
     problems: Vec<String>,
 }
 
-impl Reader<'_> {
-    fn has(&self, full: &str) -> bool {
-        self.st.tensor(full).is_ok()
+impl<'a> Reader<'a> {
+    pub fn new(ck: &'a Checkpoint, root: &str) -> Result<Self, ModelError> {
+        Ok(Reader {
+            st: ck.tensors()?,
+            path: ck.path.clone(),
+            root: root.to_string(),
+            encoder_prefix: String::new(),
+            in_encoder: false,
+            used: BTreeSet::new(),
+            problems: Vec::new(),
+        })
     }
 
-    /// The tensor `full` as f32 (row-major), checked against `shape`. On a problem, records it
+    /// Run `f` with names relative to the encoder.
+    pub fn encoder<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.in_encoder = true;
+        let out = f(self);
+        self.in_encoder = false;
+        out
+    }
+
+    fn full(&self, name: &str) -> String {
+        let enc = if self.in_encoder {
+            self.encoder_prefix.as_str()
+        } else {
+            ""
+        };
+        format!("{}{enc}{name}", self.root)
+    }
+
+    /// Whether the file holds `name` (relative, as every method here).
+    pub fn has(&self, name: &str) -> bool {
+        self.st.tensor(&self.full(name)).is_ok()
+    }
+
+    pub fn used_names(&self) -> Vec<String> {
+        self.used.iter().cloned().collect()
+    }
+
+    /// The tensor `name` as f32 (row-major), checked against `shape`. On a problem, records it
     /// and returns zeros so that loading can go on and report everything.
-    fn take_full(&mut self, full: &str, shape: &[usize]) -> Vec<f32> {
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
+        let full = self.full(name);
         let n: usize = shape.iter().product();
-        let view = match self.st.tensor(full) {
+        let view = match self.st.tensor(&full) {
             Ok(v) => v,
             Err(_) => {
                 self.problems
@@ -161,7 +267,7 @@ impl Reader<'_> {
                 return vec![0.0; n];
             }
         };
-        self.used.insert(full.to_string());
+        self.used.insert(full.clone());
         if view.shape() != shape {
             self.problems.push(format!(
                 "tensor {full} has shape {:?}, expected {shape:?}",
@@ -192,13 +298,7 @@ impl Reader<'_> {
         }
     }
 
-    /// An encoder tensor (the prefix is added).
-    fn take(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
-        let full = format!("{}{name}", self.prefix);
-        self.take_full(&full, shape)
-    }
-
-    fn tensor<B: Backend, const D: usize>(
+    pub fn tensor<B: Backend, const D: usize>(
         &mut self,
         name: &str,
         shape: [usize; D],
@@ -209,24 +309,15 @@ impl Reader<'_> {
     }
 
     /// A PyTorch `Linear` (`weight [d_out, d_in]`, `bias [d_out]`) as a burn `Linear`.
-    fn linear<B: Backend>(
+    pub fn linear<B: Backend>(
         &mut self,
         name: &str,
         d_in: usize,
         d_out: usize,
         device: &B::Device,
-        full: bool,
     ) -> Linear<B> {
-        let (w_name, b_name) = if full {
-            (format!("{name}.weight"), format!("{name}.bias"))
-        } else {
-            (
-                format!("{}{name}.weight", self.prefix),
-                format!("{}{name}.bias", self.prefix),
-            )
-        };
-        let w = self.take_full(&w_name, &[d_out, d_in]);
-        let b = self.take_full(&b_name, &[d_out]);
+        let w = self.take(&format!("{name}.weight"), &[d_out, d_in]);
+        let b = self.take(&format!("{name}.bias"), &[d_out]);
         Linear {
             weight: Param::from_tensor(Tensor::from_data(
                 TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]),
@@ -239,29 +330,28 @@ impl Reader<'_> {
         }
     }
 
-    fn dense<B: Backend>(
+    /// A plain (not yet adapted) dense layer.
+    pub fn dense<B: Backend>(
         &mut self,
         name: &str,
         d_in: usize,
         d_out: usize,
         device: &B::Device,
     ) -> AdaptedLinear<B> {
-        AdaptedLinear::Plain(self.linear(name, d_in, d_out, device, false))
+        AdaptedLinear::Plain(self.linear(name, d_in, d_out, device))
     }
 
-    fn layer_norm<B: Backend>(
+    /// A LayerNorm (`weight`/`bias`, or the legacy `gamma`/`beta`).
+    pub fn layer_norm<B: Backend>(
         &mut self,
         name: &str,
-        cfg: &BertConfig,
+        h: usize,
+        eps: f64,
         device: &B::Device,
     ) -> LayerNorm<B> {
-        let h = cfg.hidden_size;
-        let mut ln = LayerNormConfig::new(h)
-            .with_epsilon(cfg.layer_norm_eps)
-            .init(device);
+        let mut ln = LayerNormConfig::new(h).with_epsilon(eps).init(device);
         // Old checkpoints name LayerNorm parameters gamma/beta.
-        let legacy = !self.has(&format!("{}{name}.weight", self.prefix))
-            && self.has(&format!("{}{name}.gamma", self.prefix));
+        let legacy = !self.has(&format!("{name}.weight")) && self.has(&format!("{name}.gamma"));
         let (w, b) = if legacy {
             ("gamma", "beta")
         } else {
@@ -272,7 +362,7 @@ impl Reader<'_> {
         ln
     }
 
-    fn embedding<B: Backend>(
+    pub fn embedding<B: Backend>(
         &mut self,
         name: &str,
         n: usize,
@@ -282,6 +372,31 @@ impl Reader<'_> {
         let mut e = EmbeddingConfig::new(n, h).init(device);
         e.weight = self.tensor(&format!("{name}.weight"), [n, h], device);
         e
+    }
+
+    /// The recorded problems as one error, if any.
+    pub fn problems_to_error(&self) -> Result<(), ModelError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::Weights {
+                path: self.path.clone(),
+                problems: self.problems.clone(),
+            })
+        }
+    }
+
+    /// Every problem, plus every tensor left unread that `family` does not ignore.
+    fn finish(&mut self, family: &Family) -> Result<(), ModelError> {
+        let mut names: Vec<&str> = self.st.names();
+        names.sort();
+        for n in names {
+            let relative = n.strip_prefix(&self.encoder_prefix).unwrap_or(n);
+            if !self.used.contains(n) && !family.ignores(n) && !family.ignores(relative) {
+                self.problems.push(format!("unexpected tensor {n}"));
+            }
+        }
+        self.problems_to_error()
     }
 }
 
@@ -295,168 +410,45 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Whether a leftover tensor is expected to be ignored by the encoder loader.
-fn ignorable(name: &str) -> bool {
-    name.ends_with("position_ids") || name.starts_with("cls.") || name.starts_with("classifier.")
-}
-
-fn build_encoder<B: Backend>(
-    r: &mut Reader<'_>,
-    cfg: &BertConfig,
-    device: &B::Device,
-) -> BertModel<B> {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let gelu_tanh = cfg.activation() == Ok(Activation::GeluTanh);
-    let embeddings = BertEmbeddings {
-        word_embeddings: r.embedding("embeddings.word_embeddings", cfg.vocab_size, h, device),
-        position_embeddings: r.embedding(
-            "embeddings.position_embeddings",
-            cfg.max_position_embeddings,
-            h,
-            device,
-        ),
-        token_type_embeddings: r.embedding(
-            "embeddings.token_type_embeddings",
-            cfg.type_vocab_size,
-            h,
-            device,
-        ),
-        layer_norm: r.layer_norm("embeddings.LayerNorm", cfg, device),
-        dropout: DropoutConfig::new(cfg.hidden_dropout_prob).init(),
-    };
-    let layers = (0..cfg.num_hidden_layers)
-        .map(|l| {
-            let p = format!("encoder.layer.{l}");
-            BertLayer {
-                query: r.dense(&format!("{p}.attention.self.query"), h, h, device),
-                key: r.dense(&format!("{p}.attention.self.key"), h, h, device),
-                value: r.dense(&format!("{p}.attention.self.value"), h, h, device),
-                attention_output: r.dense(&format!("{p}.attention.output.dense"), h, h, device),
-                attention_layer_norm: r.layer_norm(
-                    &format!("{p}.attention.output.LayerNorm"),
-                    cfg,
-                    device,
-                ),
-                intermediate: r.dense(&format!("{p}.intermediate.dense"), h, i, device),
-                output: r.dense(&format!("{p}.output.dense"), i, h, device),
-                output_layer_norm: r.layer_norm(&format!("{p}.output.LayerNorm"), cfg, device),
-                attention_dropout: DropoutConfig::new(cfg.attention_probs_dropout_prob).init(),
-                hidden_dropout: DropoutConfig::new(cfg.hidden_dropout_prob).init(),
-                num_heads: cfg.num_attention_heads,
-                gelu_tanh,
-            }
-        })
-        .collect();
-    let pooler = r.dense("pooler.dense", h, h, device);
-    BertModel {
-        embeddings,
-        layers,
-        pooler,
-    }
-}
-
-fn finish(r: &Reader<'_>, path: &Path) -> Result<(), ModelError> {
-    let mut problems = r.problems.clone();
-    let mut names: Vec<&str> = r.st.names();
-    names.sort();
-    for n in names {
-        if !r.used.contains(n) && !ignorable(n) {
-            problems.push(format!("unexpected tensor {n}"));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ModelError::Weights {
-            path: path.to_path_buf(),
-            problems,
-        })
-    }
-}
-
-/// Load the encoder of a HF BERT-family folder (`config.json` + `model.safetensors`).
-pub fn load_bert<B: Backend>(
-    model_dir: &Path,
-    device: &B::Device,
-) -> Result<(BertModel<B>, BertConfig), ModelError> {
-    let cfg = BertConfig::from_file(&model_dir.join("config.json"))?;
-    let ck = Checkpoint::read(&model_dir.join("model.safetensors"))?;
-    let model = load_bert_from(&ck, &cfg, device)?;
-    Ok((model, cfg))
-}
-
-/// Build the encoder from an already read checkpoint.
-pub fn load_bert_from<B: Backend>(
-    ck: &Checkpoint,
-    cfg: &BertConfig,
-    device: &B::Device,
-) -> Result<BertModel<B>, ModelError> {
-    cfg.validate().map_err(|message| ModelError::Config {
-        path: ck.path.with_file_name("config.json"),
-        message,
-    })?;
-    let mut r = Reader {
-        st: ck.tensors()?,
-        prefix: ck.prefix(),
-        used: BTreeSet::new(),
-        problems: Vec::new(),
-    };
-    let model = build_encoder(&mut r, cfg, device);
-    finish(&r, &ck.path)?;
-    Ok(model)
-}
-
-/// Where the classifier head came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadSource {
-    /// `classifier.weight/bias` of the checkpoint.
-    Checkpoint,
-    /// Freshly initialised: N(0, initializer_range²) from the seed, zero bias.
-    Initialized { seed: u64 },
-}
-
-/// Load a sequence-classification model: the encoder, plus the checkpoint's
-/// `classifier.{weight,bias}` when present (its shape must be `[num_labels, hidden]`), else a
-/// new head from `seed`. `num_labels == 1` is regression.
-pub fn load_for_classification<B: Backend>(
-    model_dir: &Path,
-    num_labels: usize,
+/// A new linear layer `[d_in → d_out]`: N(0, std²) weight from a SplitMix64 stream seeded by
+/// `seed` (deterministic on every backend), zero bias — HF's init of a new head.
+pub fn seeded_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    std: f64,
     seed: u64,
     device: &B::Device,
-) -> Result<(BertForSequenceClassification<B>, BertConfig, HeadSource), ModelError> {
-    let cfg = BertConfig::from_file(&model_dir.join("config.json"))?;
-    let ck = Checkpoint::read(&model_dir.join("model.safetensors"))?;
-    let mut r = Reader {
-        st: ck.tensors()?,
-        prefix: ck.prefix(),
-        used: BTreeSet::new(),
-        problems: Vec::new(),
+) -> Linear<B> {
+    let weight = seeded_normal(seed, d_in * d_out, std);
+    Linear {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(weight, [d_in, d_out]),
+            device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+/// `n` samples of N(0, std²) from a SplitMix64 stream and Box–Muller: deterministic for a
+/// seed on every backend and platform.
+pub fn seeded_normal(seed: u64, n: usize, std: f64) -> Vec<f32> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // 53 random bits in (0, 1].
+        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     };
-    let bert = build_encoder(&mut r, &cfg, device);
-    let has_head = r.has("classifier.weight");
-    let classifier = if has_head {
-        Some(r.linear::<B>("classifier", cfg.hidden_size, num_labels, device, true))
-    } else {
-        None
-    };
-    finish(&r, &ck.path)?;
-    let dropout = cfg.classifier_dropout_prob();
-    let mut model = BertForSequenceClassification::with_new_head(
-        bert,
-        num_labels,
-        cfg.initializer_range,
-        dropout,
-        seed,
-        device,
-    )?;
-    let source = match classifier {
-        Some(c) => {
-            model.classifier = c;
-            HeadSource::Checkpoint
-        }
-        None => HeadSource::Initialized { seed },
-    };
-    Ok((model, cfg, source))
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (next(), next());
+            let r = (-2.0 * u1.ln()).sqrt();
+            (r * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+        })
+        .collect()
 }
 
 /// One tensor in HF layout: PyTorch shape and row-major f32 data.
@@ -483,129 +475,74 @@ fn effective_weight<B: Backend>(l: &AdaptedLinear<B>) -> Tensor<B, 2> {
     }
 }
 
-fn push_linear<B: Backend>(
-    out: &mut Vec<HfTensor>,
-    name: &str,
-    weight: Tensor<B, 2>,
-    bias: Option<Tensor<B, 1>>,
-) {
-    let [d_in, d_out] = weight.dims();
-    out.push(HfTensor {
-        name: format!("{name}.weight"),
-        shape: vec![d_out, d_in],
-        data: transpose(&to_vec(weight), d_in, d_out),
-    });
-    if let Some(b) = bias {
-        out.push(HfTensor {
-            name: format!("{name}.bias"),
-            shape: vec![d_out],
-            data: to_vec(b),
+/// Collects tensors in HF layout under a name prefix.
+#[derive(Default)]
+pub struct Exporter {
+    pub prefix: String,
+    pub tensors: Vec<HfTensor>,
+}
+
+impl Exporter {
+    pub fn new(prefix: &str) -> Self {
+        Exporter {
+            prefix: prefix.to_string(),
+            tensors: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
+        self.tensors.push(HfTensor {
+            name: format!("{}{name}", self.prefix),
+            shape,
+            data,
         });
     }
-}
 
-fn push_dense<B: Backend>(out: &mut Vec<HfTensor>, name: &str, l: &AdaptedLinear<B>) {
-    push_linear(
-        out,
-        name,
-        effective_weight(l),
-        l.base().bias.as_ref().map(|b| b.val()),
-    );
-}
-
-fn push_ln<B: Backend>(out: &mut Vec<HfTensor>, name: &str, ln: &LayerNorm<B>) {
-    let g = ln.gamma.val();
-    let n = g.dims()[0];
-    out.push(HfTensor {
-        name: format!("{name}.weight"),
-        shape: vec![n],
-        data: to_vec(g),
-    });
-    if let Some(b) = &ln.beta {
-        out.push(HfTensor {
-            name: format!("{name}.bias"),
-            shape: vec![n],
-            data: to_vec(b.val()),
-        });
+    pub fn tensor<B: Backend, const D: usize>(&mut self, name: &str, t: Tensor<B, D>) {
+        let shape = t.dims().to_vec();
+        self.push(name, shape, to_vec(t));
     }
-}
 
-fn push_emb<B: Backend>(out: &mut Vec<HfTensor>, name: &str, e: &Embedding<B>) {
-    let w = e.weight.val();
-    out.push(HfTensor {
-        name: format!("{name}.weight"),
-        shape: w.dims().to_vec(),
-        data: to_vec(w),
-    });
-}
+    pub fn linear<B: Backend>(&mut self, name: &str, l: &Linear<B>) {
+        self.weight_and_bias(name, l.weight.val(), l.bias.as_ref().map(|b| b.val()));
+    }
 
-/// The encoder's tensors under HF names (no prefix) in PyTorch layout. Adapters are folded in
-/// (the effective weight W0 + ΔW is written), so the result is a plain BERT checkpoint.
-pub fn export_hf_tensors<B: Backend>(model: &BertModel<B>) -> Vec<HfTensor> {
-    let mut out = Vec::new();
-    let e = &model.embeddings;
-    push_emb(&mut out, "embeddings.word_embeddings", &e.word_embeddings);
-    push_emb(
-        &mut out,
-        "embeddings.position_embeddings",
-        &e.position_embeddings,
-    );
-    push_emb(
-        &mut out,
-        "embeddings.token_type_embeddings",
-        &e.token_type_embeddings,
-    );
-    push_ln(&mut out, "embeddings.LayerNorm", &e.layer_norm);
-    for (l, layer) in model.layers.iter().enumerate() {
-        let p = format!("encoder.layer.{l}");
-        push_dense(&mut out, &format!("{p}.attention.self.query"), &layer.query);
-        push_dense(&mut out, &format!("{p}.attention.self.key"), &layer.key);
-        push_dense(&mut out, &format!("{p}.attention.self.value"), &layer.value);
-        push_dense(
-            &mut out,
-            &format!("{p}.attention.output.dense"),
-            &layer.attention_output,
+    fn weight_and_bias<B: Backend>(
+        &mut self,
+        name: &str,
+        weight: Tensor<B, 2>,
+        bias: Option<Tensor<B, 1>>,
+    ) {
+        let [d_in, d_out] = weight.dims();
+        self.push(
+            &format!("{name}.weight"),
+            vec![d_out, d_in],
+            transpose(&to_vec(weight), d_in, d_out),
         );
-        push_ln(
-            &mut out,
-            &format!("{p}.attention.output.LayerNorm"),
-            &layer.attention_layer_norm,
-        );
-        push_dense(
-            &mut out,
-            &format!("{p}.intermediate.dense"),
-            &layer.intermediate,
-        );
-        push_dense(&mut out, &format!("{p}.output.dense"), &layer.output);
-        push_ln(
-            &mut out,
-            &format!("{p}.output.LayerNorm"),
-            &layer.output_layer_norm,
+        if let Some(b) = bias {
+            self.tensor(&format!("{name}.bias"), b);
+        }
+    }
+
+    /// A dense layer with its adapter folded in (the effective weight W0 + ΔW).
+    pub fn dense<B: Backend>(&mut self, name: &str, l: &AdaptedLinear<B>) {
+        self.weight_and_bias(
+            name,
+            effective_weight(l),
+            l.base().bias.as_ref().map(|b| b.val()),
         );
     }
-    push_dense(&mut out, "pooler.dense", &model.pooler);
-    out
-}
 
-/// A classification model in HF `BertForSequenceClassification` naming: `bert.`-prefixed
-/// encoder tensors plus `classifier.{weight,bias}`.
-pub fn export_hf_classifier_tensors<B: Backend>(
-    model: &BertForSequenceClassification<B>,
-) -> Vec<HfTensor> {
-    let mut out: Vec<HfTensor> = export_hf_tensors(&model.bert)
-        .into_iter()
-        .map(|mut t| {
-            t.name = format!("bert.{}", t.name);
-            t
-        })
-        .collect();
-    push_linear(
-        &mut out,
-        "classifier",
-        model.classifier.weight.val(),
-        model.classifier.bias.as_ref().map(|b| b.val()),
-    );
-    out
+    pub fn layer_norm<B: Backend>(&mut self, name: &str, ln: &LayerNorm<B>) {
+        self.tensor(&format!("{name}.weight"), ln.gamma.val());
+        if let Some(b) = &ln.beta {
+            self.tensor(&format!("{name}.bias"), b.val());
+        }
+    }
+
+    pub fn embedding<B: Backend>(&mut self, name: &str, e: &Embedding<B>) {
+        self.tensor(&format!("{name}.weight"), e.weight.val());
+    }
 }
 
 /// Write tensors as a safetensors file (F32), atomically: a temporary file in the same folder
@@ -639,22 +576,6 @@ pub fn write_safetensors(tensors: &[HfTensor], path: &Path) -> Result<(), ModelE
         }
     })?;
     std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
-}
-
-/// Save a (merged or adapted) encoder as a plain HF `model.safetensors` (no prefix).
-pub fn save_hf_safetensors<B: Backend>(
-    model: &BertModel<B>,
-    path: &Path,
-) -> Result<(), ModelError> {
-    write_safetensors(&export_hf_tensors(model), path)
-}
-
-/// Save a classification model as a HF `BertForSequenceClassification` `model.safetensors`.
-pub fn save_hf_classifier_safetensors<B: Backend>(
-    model: &BertForSequenceClassification<B>,
-    path: &Path,
-) -> Result<(), ModelError> {
-    write_safetensors(&export_hf_classifier_tensors(model), path)
 }
 
 /// `<dir>/.<name>.tmp-<pid>`: same folder (so the rename is atomic), hidden name.

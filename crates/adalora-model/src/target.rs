@@ -2,17 +2,18 @@
 //! trainable-parameter report.
 //!
 //! A [`TargetSpec`] selects dense layers of the encoder by *structural* identity
-//! ([`ModuleKind`] + layer index); regexes are matched (full match) against the HF module path
-//! each slot has (`encoder.layer.3.attention.self.query`, `pooler.dense`, …). The classifier
-//! head is never a target.
+//! ([`ModuleKind`] + layer index, whatever the family calls them); regexes are matched (full
+//! match) against the HF module path each slot has in its family
+//! (`encoder.layer.3.attention.self.query`, `encoder.layer.3.attention.self.query_proj`,
+//! `pooler.dense`, …). The classifier head is never a target.
 //!
 //! [`apply_method`] freezes everything, then makes trainable what the [`Method`] trains:
 //!
 //! | method    | trainable                                                                    |
 //! |-----------|------------------------------------------------------------------------------|
 //! | `Full`    | every parameter                                                              |
-//! | `BitFit`  | bias terms only: the biases of every encoder/pooler dense layer and the β    |
-//! |           | (bias) of every LayerNorm, embeddings' LayerNorm included (Ben Zaken et al.)  |
+//! | `BitFit`  | bias terms only: every `bias` of a dense layer and every LayerNorm β         |
+//! |           | (embeddings' LayerNorm included) of the encoder (Ben Zaken et al.)            |
 //! | `Lora`    | LoRA A and B of the targeted layers                                          |
 //! | `AdaLora` | P, λ, Q of the targeted layers                                               |
 //!
@@ -22,131 +23,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig};
-use burn::module::{Module, ModuleVisitor, Param};
+use adalora_core::{AdaLoraConfig, AdaptedLinear, LoraConfig};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::bert::BertForSequenceClassification;
 use crate::error::ModelError;
-
-/// A dense layer's role in BERT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModuleKind {
-    /// `attention.self.query` (W_q).
-    Query,
-    /// `attention.self.key` (W_k).
-    Key,
-    /// `attention.self.value` (W_v).
-    Value,
-    /// `attention.output.dense` (W_o).
-    AttentionOutput,
-    /// `intermediate.dense` (W_f1).
-    Intermediate,
-    /// `output.dense`, the FFN output (W_f2) — not the attention output.
-    Output,
-    /// `pooler.dense`.
-    Pooler,
-}
-
-impl ModuleKind {
-    /// The six per-layer kinds in structural order.
-    pub const LAYER_KINDS: [ModuleKind; 6] = [
-        ModuleKind::Query,
-        ModuleKind::Key,
-        ModuleKind::Value,
-        ModuleKind::AttentionOutput,
-        ModuleKind::Intermediate,
-        ModuleKind::Output,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ModuleKind::Query => "query",
-            ModuleKind::Key => "key",
-            ModuleKind::Value => "value",
-            ModuleKind::AttentionOutput => "attention-output",
-            ModuleKind::Intermediate => "intermediate",
-            ModuleKind::Output => "output",
-            ModuleKind::Pooler => "pooler",
-        }
-    }
-
-    /// Accepts the names above, `attn-out`, `attention.output.dense`, HF leaf names and the
-    /// paper's `Wq, Wk, Wv, Wo, Wf1, Wf2` (case-insensitive).
-    pub fn parse(s: &str) -> Option<Self> {
-        let k = match s.trim().to_ascii_lowercase().as_str() {
-            "query" | "q" | "wq" | "attention.self.query" => ModuleKind::Query,
-            "key" | "k" | "wk" | "attention.self.key" => ModuleKind::Key,
-            "value" | "v" | "wv" | "attention.self.value" => ModuleKind::Value,
-            "attention-output"
-            | "attn-out"
-            | "attention_output"
-            | "attention.output.dense"
-            | "wo" => ModuleKind::AttentionOutput,
-            "intermediate" | "intermediate.dense" | "wf1" => ModuleKind::Intermediate,
-            "output" | "output.dense" | "wf2" => ModuleKind::Output,
-            "pooler" | "pooler.dense" => ModuleKind::Pooler,
-            _ => return None,
-        };
-        Some(k)
-    }
-
-    /// The HF module path (`layer` is ignored for the pooler).
-    pub fn hf_path(self, layer: usize) -> String {
-        let leaf = match self {
-            ModuleKind::Query => "attention.self.query",
-            ModuleKind::Key => "attention.self.key",
-            ModuleKind::Value => "attention.self.value",
-            ModuleKind::AttentionOutput => "attention.output.dense",
-            ModuleKind::Intermediate => "intermediate.dense",
-            ModuleKind::Output => "output.dense",
-            ModuleKind::Pooler => return "pooler.dense".into(),
-        };
-        format!("encoder.layer.{layer}.{leaf}")
-    }
-}
-
-impl fmt::Display for ModuleKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// One dense layer of the encoder: its index in the structural (`AdapterHost`) order, its layer
-/// (`None` for the pooler), kind and HF path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleSlot {
-    pub index: usize,
-    pub layer: Option<usize>,
-    pub kind: ModuleKind,
-    pub path: String,
-}
-
-/// All dense slots of a `num_layers`-layer encoder, in `AdapterHost` order.
-pub fn module_slots(num_layers: usize) -> Vec<ModuleSlot> {
-    let mut v = Vec::with_capacity(num_layers * 6 + 1);
-    for l in 0..num_layers {
-        for kind in ModuleKind::LAYER_KINDS {
-            v.push(ModuleSlot {
-                index: v.len(),
-                layer: Some(l),
-                kind,
-                path: kind.hf_path(l),
-            });
-        }
-    }
-    v.push(ModuleSlot {
-        index: v.len(),
-        layer: None,
-        kind: ModuleKind::Pooler,
-        path: ModuleKind::Pooler.hf_path(0),
-    });
-    v
-}
+use crate::family::SequenceClassifier;
+pub use crate::family::{ModuleKind, ModuleSlot};
 
 /// Which modules a target spec selects.
 #[derive(Debug, Clone)]
@@ -272,10 +158,15 @@ impl TargetSpec {
         self
     }
 
-    /// The slots this spec selects, in structural order; an error listing the available module
-    /// paths when it selects nothing, or naming a layer index the model does not have.
-    pub fn select(&self, num_layers: usize) -> Result<Vec<ModuleSlot>, ModelError> {
-        let slots = module_slots(num_layers);
+    /// The `slots` (a model's, in structural order) this spec selects; an error listing the
+    /// available module paths when it selects nothing, or naming a layer index the model does
+    /// not have.
+    pub fn select(&self, slots: &[ModuleSlot]) -> Result<Vec<ModuleSlot>, ModelError> {
+        let num_layers = slots
+            .iter()
+            .filter_map(|s| s.layer)
+            .max()
+            .map_or(0, |l| l + 1);
         if let Some(layers) = &self.layers {
             if let Some(bad) = layers.iter().find(|&&l| l >= num_layers) {
                 return Err(ModelError::TargetSpec(format!(
@@ -383,50 +274,21 @@ impl Method {
     }
 }
 
-fn set_grad<B: Backend, const D: usize>(p: Param<Tensor<B, D>>, on: bool) -> Param<Tensor<B, D>> {
-    p.set_require_grad(on)
-}
-
 /// Prepare a model for fine-tuning with `method`: inject adapters into the layers `spec`
 /// selects (LoRA/AdaLoRA), set which parameters are trainable, and report. Apply it to a model
 /// on the autodiff backend you train with (trainability is a property of autodiff tensors).
-pub fn apply_method<B: Backend>(
-    model: BertForSequenceClassification<B>,
+pub fn apply_method<B: Backend, M: SequenceClassifier<B>>(
+    model: M,
     method: &Method,
     spec: &TargetSpec,
     device: &B::Device,
-) -> Result<(BertForSequenceClassification<B>, ParamReport), ModelError> {
-    let BertForSequenceClassification {
-        bert,
-        dropout,
-        classifier,
-    } = model;
-    let mut bert = match method {
-        Method::Full => bert.map(&mut SetGrad(true)),
-        _ => bert.no_grad(),
-    };
-    match method {
-        Method::Full => {}
-        Method::BitFit => {
-            let e = &mut bert.embeddings;
-            e.layer_norm.beta = e.layer_norm.beta.take().map(|b| set_grad(b, true));
-            for layer in &mut bert.layers {
-                for ln in [
-                    &mut layer.attention_layer_norm,
-                    &mut layer.output_layer_norm,
-                ] {
-                    ln.beta = ln.beta.take().map(|b| set_grad(b, true));
-                }
-            }
-            for l in bert.adapted_linears_mut() {
-                if let AdaptedLinear::Plain(lin) = l {
-                    lin.bias = lin.bias.take().map(|b| set_grad(b, true));
-                }
-            }
-        }
+) -> Result<(M, ParamReport), ModelError> {
+    let model = match method {
+        Method::Full => model.map(&mut SetGrad(true)),
+        Method::BitFit => model.no_grad().map(&mut BiasesOnly::default()),
         Method::Lora(cfg) => {
-            let chosen = spec.select(bert.layers.len())?;
-            bert = bert.try_map_adapted(|k, l| {
+            let chosen = spec.select(&model.slots())?;
+            model.no_grad().try_map_adapted(|k, l| {
                 if !chosen.iter().any(|s| s.index == k) {
                     return Ok(l);
                 }
@@ -434,13 +296,13 @@ pub fn apply_method<B: Backend>(
                     AdaptedLinear::Plain(lin) => Ok(AdaptedLinear::Lora(cfg.init(lin, device)?)),
                     other => Err(already_adapted(k, &other)),
                 }
-            })?;
+            })?
         }
         Method::AdaLora(cfg) => {
             cfg.validate()?;
             let adapter = cfg.adapter_config();
-            let chosen = spec.select(bert.layers.len())?;
-            bert = bert.try_map_adapted(|k, l| {
+            let chosen = spec.select(&model.slots())?;
+            model.no_grad().try_map_adapted(|k, l| {
                 if !chosen.iter().any(|s| s.index == k) {
                     return Ok(l);
                 }
@@ -448,17 +310,34 @@ pub fn apply_method<B: Backend>(
                     AdaptedLinear::Plain(lin) => Ok(AdaptedLinear::Svd(adapter.init(lin, device)?)),
                     other => Err(already_adapted(k, &other)),
                 }
-            })?;
+            })?
         }
-    }
-    let classifier = classifier.map(&mut SetGrad(true));
-    let model = BertForSequenceClassification {
-        bert,
-        dropout,
-        classifier,
     };
+    let model = model.map_head(&mut SetGrad(true));
     let report = ParamReport::of(&model);
     Ok((model, report))
+}
+
+/// BitFit: makes trainable every parameter whose field is a `bias` (dense layers) or a `beta`
+/// (LayerNorms), whatever module holds it.
+#[derive(Default)]
+struct BiasesOnly {
+    path: Vec<String>,
+}
+
+impl<B: Backend> ModuleMapper<B> for BiasesOnly {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let is_bias = matches!(self.path.last().map(String::as_str), Some("bias" | "beta"));
+        param.set_require_grad(is_bias)
+    }
 }
 
 fn already_adapted<B: Backend>(k: usize, l: &AdaptedLinear<B>) -> ModelError {
@@ -529,10 +408,12 @@ pub struct ParamReport {
 }
 
 impl ParamReport {
-    pub fn of<B: Backend>(model: &BertForSequenceClassification<B>) -> Self {
+    pub fn of<B: Backend, M: SequenceClassifier<B>>(model: &M) -> Self {
         let (trainable_params, all_params) = count(model);
-        let (head_params, _) = count(&model.classifier);
-        let slots = module_slots(model.bert.layers.len());
+        let mut head = Counter::default();
+        model.visit_head(&mut head);
+        let head_params = head.trainable;
+        let slots = model.slots();
         let modules = model
             .adapted_linears()
             .into_iter()
@@ -604,7 +485,7 @@ impl ParamReport {
             "{:>5}  {:<16}  {:<40}  {:<7}  {:>4}  {:>10}\n",
             "-",
             "head",
-            "classifier",
+            "(task head)",
             "plain",
             0,
             thousands(self.head_params)

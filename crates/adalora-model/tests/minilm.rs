@@ -7,8 +7,9 @@ mod common;
 use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig};
 use adalora_model::target::TargetModules;
 use adalora_model::{
-    apply_method, encode_file, load_bert, load_for_classification, load_tokenizer,
-    BertForSequenceClassification, EncodeOptions, HeadSource, Method, Pooling, TargetSpec,
+    apply_method, encode_file, load_for_classification, load_tokenizer, AnyClassifier,
+    BertForSequenceClassification, EncodeOptions, HeadSource, Method, Pooling, SequenceClassifier,
+    TargetSpec,
 };
 use common::*;
 
@@ -91,8 +92,12 @@ fn tokenization_matches_hf_exactly() {
 /// The fixture's classifier on top of the loaded encoder.
 fn model_with_fixture_head(fx: &Fixture, num_labels: usize) -> BertForSequenceClassification<Cpu> {
     let dev = Default::default();
-    let (bert, cfg) = load_bert::<Cpu>(&real_model_dir(), &dev).unwrap();
-    let h = cfg.hidden_size;
+    let (model, _) = load_for_classification::<Cpu>(&real_model_dir(), 2, 0, &dev).unwrap();
+    let AnyClassifier::Bert(model) = model else {
+        panic!("all-MiniLM-L6-v2 is a BERT")
+    };
+    let bert = model.bert;
+    let h = bert.hidden_size();
     let mut model =
         BertForSequenceClassification::with_new_head(bert, num_labels, 0.02, 0.1, 0, &dev).unwrap();
     model.classifier = classifier_from_torch(
@@ -173,7 +178,7 @@ fn adapters_at_init_leave_outputs_exactly_unchanged() {
 #[test]
 fn lora_report_counts_match_hand_computation() {
     let dev = Default::default();
-    let (model, _, head) = load_for_classification::<Ad>(&real_model_dir(), 2, 42, &dev).unwrap();
+    let (model, head) = load_for_classification::<Ad>(&real_model_dir(), 2, 42, &dev).unwrap();
     assert_eq!(head, HeadSource::Initialized { seed: 42 });
     let base_params = 22_713_216; // all-MiniLM-L6-v2 BertModel incl. pooler
     let spec: TargetSpec = "query,value".parse().unwrap();

@@ -3,16 +3,21 @@
 mod common;
 
 use adalora_core::{AdapterHost, LoraConfig};
-use adalora_model::target::{module_slots, thousands, TargetModules};
+use adalora_model::target::{thousands, TargetModules};
 use adalora_model::{
     apply_method, BertConfig, BertForSequenceClassification, BertModel, Method, ModuleKind,
-    TargetSpec,
+    ModuleSlot, TargetSpec,
 };
 use common::*;
 
+/// BERT's slots for a `layers`-layer model.
+fn module_slots(layers: usize) -> Vec<ModuleSlot> {
+    adalora_model::bert::FAMILY.slots(layers)
+}
+
 fn paths(spec: &str, layers: usize) -> Vec<String> {
     let spec: TargetSpec = spec.parse().unwrap();
-    spec.select(layers)
+    spec.select(&module_slots(layers))
         .unwrap()
         .into_iter()
         .map(|s| s.path)
@@ -36,7 +41,7 @@ fn names_and_paper_aliases() {
         .unwrap();
     assert_eq!(paper, names);
     assert_eq!(
-        paper.select(6).unwrap().len(),
+        paper.select(&module_slots(6)).unwrap().len(),
         36,
         "six matrices per layer, no pooler"
     );
@@ -61,7 +66,9 @@ fn names_and_paper_aliases() {
 
 #[test]
 fn all_linear_covers_encoder_and_pooler_in_structural_order() {
-    let slots = TargetSpec::new(TargetModules::AllLinear).select(6).unwrap();
+    let slots = TargetSpec::new(TargetModules::AllLinear)
+        .select(&module_slots(6))
+        .unwrap();
     assert_eq!(slots.len(), 37);
     assert_eq!(slots, module_slots(6));
     assert_eq!(slots[3].path, "encoder.layer.0.attention.output.dense");
@@ -89,7 +96,7 @@ fn regex_uses_full_match_semantics() {
     let err = "regex:query"
         .parse::<TargetSpec>()
         .unwrap()
-        .select(2)
+        .select(&module_slots(2))
         .unwrap_err()
         .to_string();
     assert!(err.contains("matches no module"), "{err}");
@@ -120,7 +127,7 @@ fn layer_subset() {
     let err = "query;layers=7"
         .parse::<TargetSpec>()
         .unwrap()
-        .select(6)
+        .select(&module_slots(6))
         .unwrap_err()
         .to_string();
     assert!(err.contains("layer 7"), "{err}");
@@ -132,7 +139,7 @@ fn nothing_matches_lists_available_paths() {
     let err = "pooler;layers=0"
         .parse::<TargetSpec>()
         .unwrap()
-        .select(2)
+        .select(&module_slots(2))
         .unwrap_err()
         .to_string();
     assert!(err.contains("matches no module"), "{err}");

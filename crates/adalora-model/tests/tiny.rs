@@ -6,38 +6,57 @@ mod common;
 
 use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig};
 use adalora_data::batch::Targets;
-use adalora_model::loader::{write_safetensors, Checkpoint};
+use adalora_model::loader::Checkpoint;
 use adalora_model::{
-    apply_method, export_hf_classifier_tensors, load_for_classification, resolve_model_dir,
-    save_hf_classifier_safetensors, BertForSequenceClassification, HeadSource, Method, ModelError,
-    TargetSpec,
+    apply_method, load_for_classification, resolve_model_dir, write_safetensors, AnyClassifier,
+    BertForSequenceClassification, HeadSource, Method, ModelError, SequenceClassifier, TargetSpec,
 };
 use burn::tensor::backend::Backend;
 use common::*;
 
+fn bert<B: Backend>(model: AnyClassifier<B>) -> BertForSequenceClassification<B> {
+    match model {
+        AnyClassifier::Bert(m) => m,
+        other => panic!("expected BERT, loaded {}", other.family().architecture),
+    }
+}
+
+fn load<B: Backend>(
+    dir: &std::path::Path,
+    num_labels: usize,
+    seed: u64,
+) -> (BertForSequenceClassification<B>, HeadSource) {
+    let (model, head) =
+        load_for_classification::<B>(dir, num_labels, seed, &Default::default()).unwrap();
+    (bert(model), head)
+}
+
 fn tiny<B: Backend>() -> BertForSequenceClassification<B> {
-    let (model, cfg, head) =
-        load_for_classification::<B>(&tiny_dir(), 3, 0, &Default::default()).unwrap();
+    let (model, head) = load::<B>(&tiny_dir(), 3, 0);
     assert_eq!(head, HeadSource::Checkpoint);
+    let layer = &model.bert.layers[0];
     assert_eq!(
         (
-            cfg.hidden_size,
-            cfg.num_hidden_layers,
-            cfg.num_attention_heads
+            model.bert.hidden_size(),
+            model.bert.layers.len(),
+            layer.num_heads
         ),
         (48, 2, 4)
     );
     model
 }
 
+fn has_bert_prefix(path: &std::path::Path) -> bool {
+    Checkpoint::read(path)
+        .unwrap()
+        .names()
+        .iter()
+        .any(|n| n.starts_with("bert."))
+}
+
 #[test]
 fn tiny_checkpoint_with_bert_prefix_matches_transformers() {
-    assert_eq!(
-        Checkpoint::read(&tiny_dir().join("model.safetensors"))
-            .unwrap()
-            .prefix(),
-        "bert."
-    );
+    assert!(has_bert_prefix(&tiny_dir().join("model.safetensors")));
     let fx = Fixture::open("tiny_reference.safetensors");
     let model = tiny::<Cpu>();
     let input = fx.input::<Cpu>("", &Default::default());
@@ -65,7 +84,7 @@ fn edited_checkpoint(edit: impl FnOnce(&mut Vec<adalora_model::HfTensor>)) -> te
         dir.path().join("config.json"),
     )
     .unwrap();
-    let mut tensors = export_hf_classifier_tensors(&tiny::<Cpu>());
+    let mut tensors = tiny::<Cpu>().export_hf();
     edit(&mut tensors);
     write_safetensors(&tensors, &dir.path().join("model.safetensors")).unwrap();
     dir
@@ -162,17 +181,12 @@ fn head_is_initialized_from_seed_when_absent() {
             x.name = x.name.trim_start_matches("bert.").to_string();
         }
     });
-    assert_eq!(
-        Checkpoint::read(&dir.path().join("model.safetensors"))
-            .unwrap()
-            .prefix(),
-        ""
-    );
+    assert!(!has_bert_prefix(&dir.path().join("model.safetensors")));
     let dev = Default::default();
-    let (a, _, src) = load_for_classification::<Cpu>(dir.path(), 2, 5, &dev).unwrap();
+    let (a, src) = load::<Cpu>(dir.path(), 2, 5);
     assert_eq!(src, HeadSource::Initialized { seed: 5 });
-    let (b, _, _) = load_for_classification::<Cpu>(dir.path(), 2, 5, &dev).unwrap();
-    let (c, _, _) = load_for_classification::<Cpu>(dir.path(), 2, 6, &dev).unwrap();
+    let (b, _) = load::<Cpu>(dir.path(), 2, 5);
+    let (c, _) = load::<Cpu>(dir.path(), 2, 6);
     let w = |m: &BertForSequenceClassification<Cpu>| to_vec(m.classifier.weight.val());
     assert_eq!(w(&a), w(&b));
     assert_ne!(w(&a), w(&c));
@@ -274,7 +288,7 @@ fn frozen_parameters_get_no_gradient() {
 #[test]
 fn regression_head_uses_mse() {
     let dev = Default::default();
-    let (bert, _) = adalora_model::load_bert::<Cpu>(&tiny_dir(), &dev).unwrap();
+    let bert = tiny::<Cpu>().bert;
     let model = BertForSequenceClassification::with_new_head(bert, 1, 0.02, 0.0, 1, &dev).unwrap();
     let fx = Fixture::open("tiny_reference.safetensors");
     let logits = model.forward(fx.input::<Cpu>("", &dev));
@@ -336,8 +350,8 @@ fn merge_equals_unmerged_and_export_round_trips() {
             dir.path().join("config.json"),
         )
         .unwrap();
-        save_hf_classifier_safetensors(&model, &dir.path().join("model.safetensors")).unwrap();
-        let (reloaded, _, _) = load_for_classification::<Cpu>(dir.path(), 3, 0, &dev).unwrap();
+        write_safetensors(&model.export_hf(), &dir.path().join("model.safetensors")).unwrap();
+        let (reloaded, _) = load::<Cpu>(dir.path(), 3, 0);
         let r = to_vec(reloaded.forward(input.clone()));
         assert!(
             max_abs_diff(&r, &unmerged) / scale <= 1e-5,

@@ -3,7 +3,7 @@
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::EncodedDataset;
 use adalora_data::{evaluate, Dataset, Metrics, Predictions, TaskKind};
-use adalora_model::BertForSequenceClassification;
+use adalora_model::SequenceClassifier;
 use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
 
@@ -15,8 +15,8 @@ pub struct EvalOutput {
 }
 
 /// Logits for every example of `data`, in dataset order (row-major `[n, num_labels]`).
-pub fn predict_logits<B: Backend>(
-    model: &BertForSequenceClassification<B>,
+pub fn predict_logits<B: Backend, M: SequenceClassifier<B>>(
+    model: &M,
     data: &EncodedDataset,
     pad_id: u32,
     batch_size: usize,
@@ -65,8 +65,8 @@ pub fn to_predictions(logits: &[f32], kind: &TaskKind) -> Predictions {
     }
 }
 
-pub fn evaluate_split<B: Backend>(
-    model: &BertForSequenceClassification<B>,
+pub fn evaluate_split<B: Backend, M: SequenceClassifier<B>>(
+    model: &M,
     task: &adalora_data::Task,
     dataset: &Dataset,
     encoded: &EncodedDataset,

@@ -1,11 +1,11 @@
 //! Merged full models in Hugging Face layout (`model.safetensors` + `config.json` + tokenizer),
-//! loadable by `transformers.BertForSequenceClassification.from_pretrained`.
+//! loadable by `transformers.AutoModelForSequenceClassification.from_pretrained` (the family's
+//! `*ForSequenceClassification`).
 
 use std::path::Path;
 
 use adalora_data::{Task, TaskKind};
-use adalora_model::loader::{export_hf_classifier_tensors, write_safetensors};
-use adalora_model::BertForSequenceClassification;
+use adalora_model::{write_safetensors, SequenceClassifier};
 use anyhow::Context;
 use burn::tensor::backend::Backend;
 use serde_json::{json, Value};
@@ -13,25 +13,25 @@ use serde_json::{json, Value};
 use crate::io::{atomic_write, atomic_write_json};
 
 /// Tokenizer files copied next to the weights when present in the base model folder.
-const TOKENIZER_FILES: [&str; 4] = [
+const TOKENIZER_FILES: [&str; 7] = [
     "tokenizer.json",
     "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spm.model",
     "tokenizer_config.json",
     "special_tokens_map.json",
 ];
 
 /// Write `model` (adapters must already be merged, or absent) as an HF checkpoint into `dir`.
-pub fn write_hf_model<B: Backend>(
-    model: &BertForSequenceClassification<B>,
+pub fn write_hf_model<B: Backend, M: SequenceClassifier<B>>(
+    model: &M,
     base_model_dir: &Path,
     task: &Task,
     dir: &Path,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    write_safetensors(
-        &export_hf_classifier_tensors(model),
-        &dir.join("model.safetensors"),
-    )?;
+    write_safetensors(&model.export_hf(), &dir.join("model.safetensors"))?;
     let config_path = base_model_dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
@@ -40,10 +40,7 @@ pub fn write_hf_model<B: Backend>(
     let obj = config
         .as_object_mut()
         .context("config.json is not an object")?;
-    obj.insert(
-        "architectures".into(),
-        json!(["BertForSequenceClassification"]),
-    );
+    obj.insert("architectures".into(), json!([model.family().architecture]));
     obj.insert("num_labels".into(), json!(task.kind.num_outputs()));
     match &task.kind {
         TaskKind::Regression => {

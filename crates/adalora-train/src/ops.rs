@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adalora_model::loader::{load_for_classification, load_tokenizer, resolve_model_dir};
-use adalora_model::BertForSequenceClassification;
+use adalora_model::{
+    load_for_classification, load_tokenizer, resolve_model_dir, AnyClassifier, SequenceClassifier,
+};
 use anyhow::{bail, Context};
 use burn::backend::NdArray;
 use serde::Serialize;
@@ -54,18 +55,15 @@ impl Source {
 }
 
 /// Load the classification model described by `src` on the CPU, with `num_labels` outputs.
-pub fn load_model(
-    src: &Source,
-    num_labels: usize,
-) -> anyhow::Result<BertForSequenceClassification<Cpu>> {
+pub fn load_model(src: &Source, num_labels: usize) -> anyhow::Result<AnyClassifier<Cpu>> {
     let device = Default::default();
     if src.weights.join(CONFIG_FILE).is_file() {
-        let (base, _, _) =
+        let (base, _) =
             load_for_classification::<Cpu>(&src.model_dir, num_labels, src.config.seed, &device)?;
         let (model, _) = load_peft_adapter(base, &src.weights, &device)?;
         Ok(model)
     } else if src.weights.join("model.safetensors").is_file() {
-        let (model, _, _) =
+        let (model, _) =
             load_for_classification::<Cpu>(&src.weights, num_labels, src.config.seed, &device)?;
         Ok(model)
     } else {

@@ -1,18 +1,17 @@
 //! Adapters on disk in PEFT's layout: `adapter_config.json` + `adapter_model.safetensors` with
-//! PEFT's key names (`base_model.model.bert.<module>.lora_A.weight` for LoRA,
-//! `…lora_A` / `…lora_E` / `…lora_B` for AdaLoRA, sliced to the rank pattern, and the head as
-//! `base_model.model.classifier.{weight,bias}`), so a PEFT user can load what this tool
-//! trained, and this tool can load PEFT-trained LoRA/AdaLoRA adapters of a BERT model.
+//! PEFT's key names (`base_model.model.<encoder>.<module>.lora_A.weight` for LoRA, e.g.
+//! `bert.encoder.layer.0.attention.self.query`, `…lora_A` / `…lora_E` / `…lora_B` for AdaLoRA,
+//! sliced to the rank pattern, and the head's modules as `base_model.model.<head>.*`), so a
+//! PEFT user can load what this tool trained, and this tool can load PEFT-trained LoRA/AdaLoRA
+//! adapters — for every model family (module paths and head names come from the family).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use adalora_core::{
-    AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig, RankPattern, SvdAdapterConfig,
-};
-use adalora_model::loader::{write_safetensors, HfTensor};
-use adalora_model::target::module_slots;
-use adalora_model::BertForSequenceClassification;
+use adalora_core::{AdaLoraConfig, AdaptedLinear, LoraConfig, RankPattern, SvdAdapterConfig};
+use adalora_model::family::load_head_from;
+use adalora_model::loader::Checkpoint;
+use adalora_model::{write_safetensors, HfTensor, SequenceClassifier};
 use anyhow::{bail, Context};
 use burn::module::Param;
 use burn::nn::Linear;
@@ -78,20 +77,22 @@ fn select<B: Backend>(t: Tensor<B, 2>, dim: usize, keep: &[usize]) -> Tensor<B, 
 
 /// Write the model's adapters and head in PEFT's layout into `dir` (which must exist).
 /// `pattern` is the AdaLoRA rank pattern (one mask per SVD adapter, in structural order).
-pub fn save_peft_adapter<B: Backend>(
-    model: &BertForSequenceClassification<B>,
+pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
+    model: &M,
     kind: &AdapterKind,
     pattern: Option<&RankPattern>,
     base_model: Option<&str>,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let slots = module_slots(model.bert.layers.len());
+    let family = model.family();
+    let encoder = family.prefix();
+    let slots = model.slots();
     let mut tensors = Vec::new();
     let mut targets = Vec::new();
     let mut rank_pattern = serde_json::Map::new();
     let mut svd_index = 0;
     for (slot, layer) in slots.iter().zip(model.adapted_linears()) {
-        let key = format!("{PREFIX}bert.{}", slot.path);
+        let key = format!("{PREFIX}{encoder}{}", slot.path);
         match layer {
             AdaptedLinear::Plain(_) => continue,
             AdaptedLinear::Lora(l) => {
@@ -126,26 +127,25 @@ pub fn save_peft_adapter<B: Backend>(
                     shape: vec![keep.len(), 1],
                     data: keep.iter().map(|&i| e[i]).collect(),
                 });
-                rank_pattern.insert(format!("bert.{}.lora_E", slot.path), json!(mask));
+                rank_pattern.insert(format!("{encoder}{}.lora_E", slot.path), json!(mask));
             }
         }
-        targets.push(format!("bert.{}", slot.path));
+        targets.push(format!("{encoder}{}", slot.path));
     }
     if targets.is_empty() {
         bail!("the model carries no LoRA/AdaLoRA adapter to save");
     }
-    let c = &model.classifier;
-    tensors.push(transposed(
-        format!("{PREFIX}classifier.weight"),
-        c.weight.val(),
-    ));
-    if let Some(b) = &c.bias {
-        let b = b.val();
-        tensors.push(HfTensor {
-            name: format!("{PREFIX}classifier.bias"),
-            shape: b.dims().to_vec(),
-            data: to_vec(b),
-        });
+    tensors.extend(model.head_hf().into_iter().map(|mut t| {
+        t.name = format!("{PREFIX}{}", t.name);
+        t
+    }));
+    // PEFT adds "classifier" and "score" for SEQ_CLS itself; a family may have more head
+    // modules (DeBERTa's pooler).
+    let mut modules_to_save: Vec<&str> = family.head_modules.to_vec();
+    for m in ["classifier", "score"] {
+        if !modules_to_save.contains(&m) {
+            modules_to_save.push(m);
+        }
     }
     let mut config = json!({
         "base_model_name_or_path": base_model,
@@ -155,7 +155,7 @@ pub fn save_peft_adapter<B: Backend>(
         "init_lora_weights": true,
         "layers_pattern": null,
         "layers_to_transform": null,
-        "modules_to_save": ["classifier", "score"],
+        "modules_to_save": modules_to_save,
         "target_modules": targets,
         "task_type": "SEQ_CLS",
         "revision": null,
@@ -259,11 +259,11 @@ pub fn read_adapter_config(dir: &Path) -> anyhow::Result<Value> {
 /// Load a PEFT LoRA/AdaLoRA adapter (this tool's or PEFT's) into a base model: adapters go
 /// where the file has tensors, the head is replaced by the file's. Returns the model and the
 /// adapter kind.
-pub fn load_peft_adapter<B: Backend>(
-    model: BertForSequenceClassification<B>,
+pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
+    model: M,
     dir: &Path,
     device: &B::Device,
-) -> anyhow::Result<(BertForSequenceClassification<B>, AdapterKind)> {
+) -> anyhow::Result<(M, AdapterKind)> {
     let cfg = read_adapter_config(dir)?;
     let peft_type = cfg["peft_type"].as_str().unwrap_or_default().to_string();
     let get_f = |k: &str, d: f64| cfg[k].as_f64().unwrap_or(d);
@@ -309,10 +309,11 @@ pub fn load_peft_adapter<B: Backend>(
             dir.join(CONFIG_FILE).display()
         ),
     };
-    let slots = module_slots(model.bert.layers.len());
+    let encoder = model.family().prefix();
+    let slots = model.slots();
     let mut model = model;
     for (slot, layer) in slots.iter().zip(model.adapted_linears_mut()) {
-        let key = format!("{PREFIX}bert.{}", slot.path);
+        let key = format!("{PREFIX}{encoder}{}", slot.path);
         let replaced = match &kind {
             AdapterKind::Lora(lc) => {
                 let (Some(_), Some(_)) = (
@@ -342,7 +343,7 @@ pub fn load_peft_adapter<B: Backend>(
                 let b = take(&mut tensors, &format!("{key}.lora_B"), dir)?;
                 let stored = e.shape[0];
                 let mask: Vec<bool> =
-                    match cfg["rank_pattern"].get(format!("bert.{}.lora_E", slot.path)) {
+                    match cfg["rank_pattern"].get(format!("{encoder}{}.lora_E", slot.path)) {
                         Some(v) => serde_json::from_value(v.clone())?,
                         None => (0..ac.init_r).map(|i| i < stored).collect(),
                     };
@@ -376,26 +377,13 @@ pub fn load_peft_adapter<B: Backend>(
         };
         *layer = replaced;
     }
-    let w = take(&mut tensors, &format!("{PREFIX}classifier.weight"), dir)?;
-    let mut classifier = Linear {
-        weight: param_t(&w, device)?,
-        bias: None,
-    };
-    if let Some(b) = tensors.remove(&format!("{PREFIX}classifier.bias")) {
-        classifier.bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(b.data, [b.shape[0]]),
-            device,
-        )));
+    let num_labels = model.num_labels();
+    let weights = Checkpoint::read(&dir.join(WEIGHTS_FILE))?;
+    let (model, head_names) = load_head_from(model, &weights, PREFIX, device)
+        .with_context(|| format!("the adapter's head (is it for a {num_labels}-label task?)"))?;
+    for name in head_names {
+        tensors.remove(&name);
     }
-    if classifier.weight.dims() != model.classifier.weight.dims() {
-        bail!(
-            "{}: the adapter's head has {} labels, the task has {}",
-            dir.display(),
-            classifier.weight.dims()[1],
-            model.num_labels()
-        );
-    }
-    model.classifier = classifier;
     if !tensors.is_empty() {
         let names: Vec<&String> = tensors.keys().collect();
         bail!(

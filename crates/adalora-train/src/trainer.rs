@@ -12,8 +12,7 @@ use adalora_core::{
 };
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
-use adalora_model::target::module_slots;
-use adalora_model::{apply_method, BertForSequenceClassification, Method, ParamReport};
+use adalora_model::{apply_method, AnyClassifier, Method, ParamReport, SequenceClassifier};
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -32,7 +31,7 @@ use crate::params::{load_trainable, renumber_params, save_trainable};
 use crate::peft::{save_peft_adapter, AdapterKind};
 use crate::task::{prepare_task, PreparedTask};
 
-pub type Model<B> = BertForSequenceClassification<B>;
+pub type Model<B> = AnyClassifier<B>;
 type Adam<B> = OptimizerAdaptor<AdamW, Model<B>, B>;
 
 /// AdamW, or AdamW wrapped with the AdaLoRA allocator.
@@ -203,11 +202,10 @@ pub fn build_model<B: AutodiffBackend>(
     device: &B::Device,
 ) -> anyhow::Result<(Model<B>, ParamReport)> {
     B::seed(device, cfg.seed);
-    let (mut model, _, _) = adalora_model::loader::load_for_classification::<B>(
-        model_dir, num_labels, cfg.seed, device,
-    )?;
+    let (mut model, _) =
+        adalora_model::load_for_classification::<B>(model_dir, num_labels, cfg.seed, device)?;
     if let Some(p) = cfg.train.classifier_dropout {
-        model.dropout = burn::nn::DropoutConfig::new(p).init();
+        model = model.with_classifier_dropout(p);
     }
     let (model, report) = apply_method(model, &method_of(cfg, total_steps)?, &cfg.target, device)?;
     Ok((renumber_params(model), report))
@@ -677,7 +675,7 @@ impl Run<'_> {
         let device = Default::default();
         let mut out = BTreeMap::new();
         for (dataset, encoded) in self.prepared.task.dev.iter().zip(&self.prepared.dev) {
-            let r = evaluate_split::<B::InnerBackend>(
+            let r = evaluate_split::<B::InnerBackend, _>(
                 &inner,
                 &self.prepared.task,
                 dataset,
@@ -706,7 +704,7 @@ impl Run<'_> {
     }
 
     /// The model as a loadable folder: a PEFT adapter (LoRA/AdaLoRA) or, for full fine-tuning
-    /// and BitFit, an HF `BertForSequenceClassification` checkpoint.
+    /// and BitFit, an HF `*ForSequenceClassification` checkpoint of the model's family.
     /// `pattern` is the allocator's rank pattern (AdaLoRA): PEFT slices saved triplets by it.
     fn save_model_dir<B: AutodiffBackend>(
         &self,
@@ -768,7 +766,7 @@ impl Run<'_> {
         step: usize,
         budget: usize,
     ) -> anyhow::Result<()> {
-        let slots = module_slots(model.bert.layers.len());
+        let slots = model.slots();
         let svd_slots: Vec<_> = slots
             .iter()
             .zip(model.adapted_linears())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use adalora_core::AdaptedLinear;
-use adalora_model::BertInput;
+use adalora_model::ModelInput;
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
@@ -93,9 +93,9 @@ impl Fixture {
     }
 
     /// The model input stored under `prefix` (`single.`, `pair.` or ``).
-    pub fn input<B: Backend>(&self, prefix: &str, device: &B::Device) -> BertInput<B> {
+    pub fn input<B: Backend>(&self, prefix: &str, device: &B::Device) -> ModelInput<B> {
         let shape = self.shape(&format!("{prefix}input_ids"));
-        BertInput::from_rows(
+        ModelInput::from_rows(
             &self.i64(&format!("{prefix}input_ids")),
             &self.i64(&format!("{prefix}token_type_ids")),
             &self.i64(&format!("{prefix}attention_mask")),
