@@ -523,3 +523,86 @@ fn encode_writes_normalized_sentence_embeddings() {
     ]);
     fails_with(bad, "pooling");
 }
+
+/// A copy of a fixture model folder without its task head (as a pretrained checkpoint).
+fn headless_copy(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("classifier.") && !n.starts_with("pooler."))
+        .collect();
+    safetensors::serialize_to_file(kept, None, &dst.join("model.safetensors")).unwrap();
+}
+
+/// RoBERTa and DeBERTa-v3 folders train with no flag naming the family (`model_type` picks
+/// it); their adapters name the family's modules, reload to the live predictions, and merge
+/// into the family's HF class.
+#[test]
+fn roberta_and_deberta_train_reload_and_merge() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model");
+    for (name, first_module, architecture) in [
+        (
+            "tiny-roberta",
+            "roberta.encoder.layer.0.attention.self.query",
+            "RobertaForSequenceClassification",
+        ),
+        (
+            "tiny-deberta-v3",
+            "deberta.encoder.layer.0.attention.self.query_proj",
+            "DebertaV2ForSequenceClassification",
+        ),
+    ] {
+        let dir = tmp();
+        let run = dir.path().join("run");
+        let model = dir.path().join(name);
+        headless_copy(&fixtures.join(name), &model);
+        let mut args = vec!["--model", model.to_str().unwrap()];
+        args.extend_from_slice(ADALORA);
+        ok(train(&run, &args));
+        let run_s = run.to_str().unwrap();
+
+        let adapter = json(&run.join("adapter/adapter_config.json"));
+        assert_eq!(adapter["target_modules"][0], first_module, "{name}");
+        let pattern = json(&run.join("rank_pattern.json"));
+        assert_eq!(
+            pattern["total_rank"],
+            2 * 2 * 2,
+            "{name}: 2 layers x 2 matrices x r 2"
+        );
+        let path = format!("{}", pattern["modules"][0]["path"]);
+        assert!(
+            first_module.ends_with(path.trim_matches('"')),
+            "{name}: {path}"
+        );
+
+        let reloaded = dir.path().join("reloaded.csv");
+        ok(adalora(&[
+            "predict",
+            "--run",
+            run_s,
+            "--output",
+            reloaded.to_str().unwrap(),
+        ]));
+        let live = logits(&run.join("predictions_dev.csv"));
+        let diff = max_diff(&live, &logits(&reloaded));
+        assert!(diff <= 1e-6, "{name}: reloaded adapter differs by {diff}");
+
+        let merged = dir.path().join("merged");
+        ok(adalora(&[
+            "merge",
+            "--run",
+            run_s,
+            "--out",
+            merged.to_str().unwrap(),
+        ]));
+        let config = json(&merged.join("config.json"));
+        assert_eq!(config["architectures"][0], architecture);
+        assert!(merged.join("tokenizer.json").is_file());
+    }
+}

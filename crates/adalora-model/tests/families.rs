@@ -187,9 +187,13 @@ fn paper_aliases_and_family_names_select_the_same_slots() {
     assert_eq!(slots.len(), roberta.adapted_linears().len());
 }
 
+/// Hidden states and logits on the fixture's pair batch, concatenated.
 fn logits_of<B: Backend, M: SequenceClassifier<B>>(model: &M, name: &str) -> Vec<f32> {
     let fx = Fixture::open(&format!("{name}_reference.safetensors"));
-    to_vec(model.forward(fx.input("pair.", &Default::default())))
+    let input: ModelInput<B> = fx.input("pair.", &Default::default());
+    let mut out = to_vec(model.hidden_states(input.clone()));
+    out.extend(to_vec(model.forward(input)));
+    out
 }
 
 #[test]

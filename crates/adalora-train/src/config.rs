@@ -244,6 +244,29 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// Evaluate `$body` with the type `$b` bound to the burn backend `$kind` names (CPU: ndarray +
+/// OpenBLAS; CUDA with the `cuda` feature), so every command runs on the run's device.
+#[macro_export]
+macro_rules! on_device {
+    ($kind:expr, $b:ident => $body:expr) => {
+        match $kind {
+            $crate::config::DeviceKind::Cpu => {
+                type $b = burn::backend::NdArray<f32>;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::config::DeviceKind::Cuda => {
+                type $b = burn::backend::Cuda<f32>;
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::config::DeviceKind::Cuda => {
+                anyhow::bail!("device = \"cuda\" needs a build with `--features cuda`")
+            }
+        }
+    };
+}
+
 /// Everything a run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

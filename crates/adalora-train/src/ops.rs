@@ -7,7 +7,7 @@ use adalora_model::{
     load_for_classification, load_tokenizer, resolve_model_dir, AnyClassifier, SequenceClassifier,
 };
 use anyhow::{bail, Context};
-use burn::backend::NdArray;
+use burn::tensor::backend::Backend;
 use serde::Serialize;
 
 use crate::config::RunConfig;
@@ -16,8 +16,6 @@ use crate::io::RunDir;
 use crate::merge::write_hf_model;
 use crate::peft::{load_peft_adapter, CONFIG_FILE};
 use crate::task::{prepare_task, PreparedTask};
-
-type Cpu = NdArray<f32>;
 
 /// Where the weights to evaluate/merge come from.
 pub struct Source {
@@ -54,17 +52,19 @@ impl Source {
     }
 }
 
-/// Load the classification model described by `src` on the CPU, with `num_labels` outputs.
-pub fn load_model(src: &Source, num_labels: usize) -> anyhow::Result<AnyClassifier<Cpu>> {
-    let device = Default::default();
+/// Load the classification model described by `src` on `device`, with `num_labels` outputs.
+pub fn load_model<B: Backend>(
+    src: &Source,
+    num_labels: usize,
+    device: &B::Device,
+) -> anyhow::Result<AnyClassifier<B>> {
+    let seed = src.config.seed;
     if src.weights.join(CONFIG_FILE).is_file() {
-        let (base, _) =
-            load_for_classification::<Cpu>(&src.model_dir, num_labels, src.config.seed, &device)?;
-        let (model, _) = load_peft_adapter(base, &src.weights, &device)?;
+        let (base, _) = load_for_classification::<B>(&src.model_dir, num_labels, seed, device)?;
+        let (model, _) = load_peft_adapter(base, &src.weights, device)?;
         Ok(model)
     } else if src.weights.join("model.safetensors").is_file() {
-        let (model, _) =
-            load_for_classification::<Cpu>(&src.weights, num_labels, src.config.seed, &device)?;
+        let (model, _) = load_for_classification::<B>(&src.weights, num_labels, seed, device)?;
         Ok(model)
     } else {
         bail!(
@@ -86,9 +86,14 @@ pub struct EvalReport {
     pub splits: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
+/// Evaluate on every dev split, on the run's device.
 pub fn evaluate(src: &Source) -> anyhow::Result<EvalReport> {
+    crate::on_device!(src.config.device, B => evaluate_on::<B>(src, &Default::default()))
+}
+
+fn evaluate_on<B: Backend>(src: &Source, device: &B::Device) -> anyhow::Result<EvalReport> {
     let (prepared, tokenizer) = prepare(src)?;
-    let model = load_model(src, prepared.task.kind.num_outputs())?;
+    let model = load_model::<B>(src, prepared.task.kind.num_outputs(), device)?;
     let mut splits = BTreeMap::new();
     for (dataset, encoded) in prepared.task.dev.iter().zip(&prepared.dev) {
         let r = evaluate_split(
@@ -98,7 +103,7 @@ pub fn evaluate(src: &Source) -> anyhow::Result<EvalReport> {
             encoded,
             tokenizer.pad_id(),
             src.config.train.eval_batch_size,
-            &Default::default(),
+            device,
         )?;
         let mut m: BTreeMap<String, f64> = r.metrics.values.into_iter().collect();
         m.insert("loss".into(), r.loss);
@@ -122,15 +127,25 @@ pub struct MergeReport {
 /// Merge the adapters into the base weights and write an HF model folder; checks on up to
 /// `check_examples` dev examples that merged and unmerged logits agree.
 pub fn merge(src: &Source, out: &Path, check_examples: usize) -> anyhow::Result<MergeReport> {
+    crate::on_device!(src.config.device, B => {
+        merge_on::<B>(src, out, check_examples, &Default::default())
+    })
+}
+
+fn merge_on<B: Backend>(
+    src: &Source,
+    out: &Path,
+    check_examples: usize,
+    device: &B::Device,
+) -> anyhow::Result<MergeReport> {
     let (mut prepared, tokenizer) = prepare(src)?;
-    let model = load_model(src, prepared.task.kind.num_outputs())?;
+    let model = load_model::<B>(src, prepared.task.kind.num_outputs(), device)?;
     let merged = model.clone().merge_and_unload();
-    let device = Default::default();
     let mut encoded = prepared.dev.swap_remove(0);
     encoded.items.truncate(check_examples);
     encoded.targets.truncate(check_examples);
-    let (a, _) = predict_logits(&model, &encoded, tokenizer.pad_id(), 32, &device)?;
-    let (b, _) = predict_logits(&merged, &encoded, tokenizer.pad_id(), 32, &device)?;
+    let (a, _) = predict_logits(&model, &encoded, tokenizer.pad_id(), 32, device)?;
+    let (b, _) = predict_logits(&merged, &encoded, tokenizer.pad_id(), 32, device)?;
     let diff = a
         .iter()
         .zip(&b)
@@ -191,19 +206,30 @@ pub fn predict(
     input: Option<&Path>,
     out: Option<&Path>,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
+    crate::on_device!(src.config.device, B => {
+        predict_on::<B>(src, input, out, &Default::default())
+    })
+}
+
+fn predict_on<B: Backend>(
+    src: &Source,
+    input: Option<&Path>,
+    out: Option<&Path>,
+    device: &B::Device,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let (mut prepared, tokenizer) = prepare(src)?;
     if let Some(path) = input {
         let data = read_inputs(path, &prepared.task.kind)?;
         prepared.dev = vec![tokenizer.encode_dataset(&data)?];
     }
-    let model = load_model(src, prepared.task.kind.num_outputs())?;
+    let model = load_model::<B>(src, prepared.task.kind.num_outputs(), device)?;
     let k = prepared.task.kind.num_outputs();
     let (logits, _) = predict_logits(
         &model,
         &prepared.dev[0],
         tokenizer.pad_id(),
         src.config.train.eval_batch_size,
-        &Default::default(),
+        device,
     )?;
     let rows: Vec<Vec<f32>> = logits.chunks(k).map(|c| c.to_vec()).collect();
     if let Some(path) = out {

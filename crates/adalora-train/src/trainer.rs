@@ -14,11 +14,11 @@ use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::{apply_method, AnyClassifier, Method, ParamReport, SequenceClassifier};
 use anyhow::{bail, Context};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 
@@ -157,19 +157,9 @@ pub struct TrainOptions {
 
 /// Train on the CPU (ndarray + OpenBLAS) or, with the `cuda` feature, on a GPU.
 pub fn train(opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
-    match opts.config.device {
-        crate::config::DeviceKind::Cpu => train_on::<
-            burn::backend::Autodiff<burn::backend::NdArray<f32>>,
-        >(opts, &Default::default()),
-        #[cfg(feature = "cuda")]
-        crate::config::DeviceKind::Cuda => {
-            train_on::<burn::backend::Autodiff<burn::backend::Cuda<f32>>>(opts, &Default::default())
-        }
-        #[cfg(not(feature = "cuda"))]
-        crate::config::DeviceKind::Cuda => {
-            bail!("device = \"cuda\" needs a build with `--features cuda`")
-        }
-    }
+    crate::on_device!(opts.config.device, B => {
+        train_on::<burn::backend::Autodiff<B>>(opts, &Default::default())
+    })
 }
 
 /// FNV-1a of the model's config.json and the run's label count: identifies "the same base model".
@@ -209,6 +199,11 @@ pub fn build_model<B: AutodiffBackend>(
     }
     let (model, report) = apply_method(model, &method_of(cfg, total_steps)?, &cfg.target, device)?;
     Ok((renumber_params(model), report))
+}
+
+/// The device a model's parameters live on: evaluation runs where training does.
+fn device_of<B: Backend, M: Module<B>>(model: &M) -> B::Device {
+    model.devices().into_iter().next().unwrap_or_default()
 }
 
 fn step_seed(seed: u64, step: usize) -> u64 {
@@ -351,6 +346,15 @@ pub fn train_on<B: AutodiffBackend>(
         .unwrap_or(cfg.train.epochs * batches_per_epoch);
     let num_labels = prepared.task.kind.num_outputs();
     let (model, report) = build_model::<B>(&cfg, &model_dir, num_labels, total_steps, device)?;
+    if cfg.train.max_seq_len > model.max_tokens() {
+        bail!(
+            "train.max_seq_len = {} is longer than the {} tokens {}'s position embeddings cover; \
+             lower it (--max-seq-len)",
+            cfg.train.max_seq_len,
+            model.max_tokens(),
+            model_dir.display()
+        );
+    }
     if !opts.resume {
         let mut text = format!(
             "# Resolved configuration of this run (lr = {}, total_steps = {total_steps}).\n",
@@ -423,9 +427,7 @@ fn make_optimizer<B: AutodiffBackend>(
     let core = cfg.adalora.to_core(total_steps)?;
     let shapes = model.svd_shapes();
     let schedule = core.schedule(shapes.len(), total_steps)?;
-    let allocator =
-        RankAllocator::new(schedule, core.score_config(), &shapes, &Default::default())?;
-    let _ = device;
+    let allocator = RankAllocator::new(schedule, core.score_config(), &shapes, device)?;
     Ok(TrainOptimizer::AdaLora(Box::new(AdaLoraOptimizer::new(
         adam, allocator,
     ))))
@@ -672,7 +674,7 @@ impl Run<'_> {
 
     fn evaluate_all<B: AutodiffBackend>(&self, model: &Model<B>) -> anyhow::Result<SplitResults> {
         let inner = model.valid();
-        let device = Default::default();
+        let device = device_of(&inner);
         let mut out = BTreeMap::new();
         for (dataset, encoded) in self.prepared.task.dev.iter().zip(&self.prepared.dev) {
             let r = evaluate_split::<B::InnerBackend, _>(
@@ -735,7 +737,7 @@ impl Run<'_> {
                 encoded,
                 self.tokenizer.pad_id(),
                 self.cfg.train.eval_batch_size,
-                &Default::default(),
+                &device_of(&inner),
             )?;
             let path = self
                 .dir
