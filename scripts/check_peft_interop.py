@@ -8,7 +8,7 @@ Checks, all on the same base model and the same fixed sentences:
 
 1. ours -> PEFT: for every run folder given with --runs, our binary's
    `predict --run RUN` logits must equal PEFT's logits for
-   `PeftModel.from_pretrained(BertForSequenceClassification, RUN/adapter)`
+   `PeftModel.from_pretrained(AutoModelForSequenceClassification, RUN/adapter)`
    (eval mode), and the logits of `merge_and_unload()` too.
 2. PEFT -> ours: a tiny LoRA and a tiny AdaLoRA adapter (with a real, pruned
    rank pattern) are trained here with PEFT and saved with `save_pretrained`;
@@ -21,6 +21,9 @@ adapter makes logit comparisons weak, both directions also compare merged
 weights tensor by tensor: our `adalora merge` output vs PEFT's
 merge_and_unload() (<= 1e-5 absolute and <= 1e-2 relative to the size of the
 merged update). Exits non-zero on any FAIL.
+
+Every family works the same way (BERT, RoBERTa, DeBERTa-v2/v3: `--model` is the
+base folder the runs used; config.json's model_type picks the PEFT targets below).
 
 Usage:
   python3 scripts/check_peft_interop.py --model .cache/models/all-MiniLM-L6-v2 \
@@ -178,12 +181,17 @@ def merged_weight_check(args, ours_src_args, peft_merged, out_dir):
         d = (v.double() - peft_sd[k].double()).abs().max().item()
         if d > worst:
             worst, worst_key = d, k
-        if not k.startswith("classifier."):
+        if k.startswith(base_sd_prefix(peft_merged)):
             dmax = max(dmax, (peft_sd[k].double() - base_sd[k].double()).abs().max().item())
     rel = worst / dmax if dmax > 0 else float("inf")
     log(f"  merged weights: max|W_ours - W_PEFT| = {worst:.3e} (at {worst_key}); "
         f"max|dW_PEFT| = {dmax:.3e}; relative = {rel:.3e}")
     return worst, rel, dmax
+
+
+def base_sd_prefix(model):
+    """`bert.` / `roberta.` / `deberta.`: encoder tensors, as opposed to the task head."""
+    return model.base_model_prefix + "."
 
 
 def status(ok, effect=None):
@@ -200,13 +208,24 @@ def maxdiff(x, y):
     return (x - y).abs().max().item()
 
 
+# PEFT-side targets per model_type: the same matrices (Wq, Wv, Wf1) under each family's names.
+# DeBERTa's pooler is part of its head (pretrained checkpoints lack it), so it is saved too.
+FAMILY_TARGETS = {
+    "bert": (["query", "value"], ["query", "value", "intermediate.dense"], None),
+    "roberta": (["query", "value"], ["query", "value", "intermediate.dense"], None),
+    "deberta-v2": (["query_proj", "value_proj"], ["query_proj", "value_proj", "intermediate.dense"], ["pooler"]),
+}
+
+
 def load_base(model_dir, torch_dtype=None):
-    from transformers import BertForSequenceClassification
+    import torch
+    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "classifier newly initialised" is expected: PEFT restores it
     hf_logging.disable_progress_bar()
-    m = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    torch.manual_seed(0)  # a head missing from the checkpoint is initialised the same every time
+    m = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     m.eval()
     return m
 
@@ -356,7 +375,7 @@ def check_peft_to_ours(args, kind, peft_config, tok, batches, input_path, tmp, r
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="HF BERT folder (base model)")
+    ap.add_argument("--model", required=True, help="HF model folder (base model; any supported family)")
     ap.add_argument("--runs", nargs="+", default=[], help="run folders of ours (each with adapter/)")
     ap.add_argument("--bin", default="target/release/adalora")
     ap.add_argument("--keep", help="keep temporary files (PEFT adapters, CSVs) in this folder")
@@ -393,10 +412,15 @@ def main():
                 log(f"  ERROR: {type(e).__name__}: {e}")
                 results.append((f"ours -> PEFT ({os.path.basename(run)})", float("inf"), float("nan"), False))
 
-        lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"])
+        with open(os.path.join(args.model, "config.json")) as f:
+            model_type = json.load(f)["model_type"]
+        lora_targets, ada_targets, head = FAMILY_TARGETS[model_type]
+        log(f"model_type {model_type}: PEFT targets {lora_targets} / {ada_targets}, extra head {head}")
+        lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=lora_targets,
+                          modules_to_save=head)
         ada = AdaLoraConfig(
             task_type="SEQ_CLS", init_r=6, target_r=2, lora_alpha=8,
-            target_modules=["query", "value", "intermediate.dense"],
+            target_modules=ada_targets, modules_to_save=head,
             tinit=2, tfinal=3, deltaT=1, total_step=12,
         )
         for kind, cfg in (("LORA", lora), ("ADALORA", ada)):
