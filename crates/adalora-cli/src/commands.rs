@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use adalora_model::{encode_file, EncodeOptions, Pooling};
+use adalora_train::encode::{encode_file, EncodeOptions, Pooling};
 use adalora_train::ops::{self, Source};
 use adalora_train::{RunConfig, TrainOptions};
 use anyhow::{bail, Context};
@@ -286,7 +286,7 @@ impl SourceArgs {
                 }
                 Source {
                     config: RunConfig::load(None, &o)?,
-                    model_dir: adalora_model::loader::resolve_model_dir(self.model.as_deref())?,
+                    model_dir: adalora_train::resolve_model_dir(self.model.as_deref())?,
                     weights: adapter.clone(),
                 }
             }
@@ -381,7 +381,7 @@ pub struct EncodeArgs {
 }
 
 pub fn encode(args: &EncodeArgs) -> anyhow::Result<()> {
-    let model_dir = adalora_model::loader::resolve_model_dir(args.model.as_deref())?;
+    let model_dir = adalora_train::resolve_model_dir(args.model.as_deref())?;
     let mut opts = EncodeOptions::new(&args.input, &args.output);
     opts.model_dir = Some(model_dir);
     opts.pooling = args

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use adalora_core::BudgetSchedule;
 use adalora_plots::{plot_budget_schedule, SchedulePoint};
+use adalora_train::BudgetSchedule;
 use anyhow::Context;
 use clap::Args;
 

@@ -34,8 +34,6 @@ pub enum ModelError {
     Invalid(String),
     #[error(transparent)]
     Core(#[from] adalora_core::CoreError),
-    #[error(transparent)]
-    Data(#[from] adalora_data::DataError),
 }
 
 impl ModelError {

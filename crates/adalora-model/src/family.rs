@@ -6,18 +6,20 @@
 //! * a [`Family`] description: the `model_type` values of `config.json` it accepts, the HF
 //!   attribute holding its encoder, its head's HF modules and — next to its layer struct — the
 //!   HF name of every adaptable dense layer ([`Family::layer_slots`]);
-//! * a sequence classifier implementing [`SequenceClassifier`] (forward on a batch, the adapted
-//!   slots in [`AdapterHost`] order, HF tensor export, the head) and [`LoadFamily`].
+//! * a sequence classifier implementing [`SequenceClassifier`] (forward on [`ModelInput`]
+//!   tensors, the adapted slots in [`AdapterHost`] order, HF tensor export, the head) and
+//!   [`LoadFamily`].
+//!
+//! Batches, tokenization and the task loss live with the application (`adalora-train`): this
+//! crate sees tensors only.
 //!
 //! The registry ([`crate::families`]) lists the families; everything else is generic.
 
 use std::fmt;
 
 use adalora_core::{AdaptedLinear, AdapterHost};
-use adalora_data::batch::{Batch, Targets};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -70,18 +72,6 @@ impl<B: Backend> ModelInput<B> {
             token_type_ids: t(token_type_ids),
             attention_mask: t(attention_mask),
         })
-    }
-
-    /// From a padded [`adalora_data::batch::Batch`].
-    pub fn from_batch(batch: &Batch, device: &B::Device) -> Result<Self, ModelError> {
-        Self::from_rows(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            batch.batch_size,
-            batch.seq_len,
-            device,
-        )
     }
 
     pub fn dims(&self) -> [usize; 2] {
@@ -283,17 +273,6 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
         self.family().slots(self.num_layers())
     }
 
-    /// Logits of a padded data batch.
-    fn forward_batch(&self, batch: &Batch, device: &B::Device) -> Result<Tensor<B, 2>, ModelError> {
-        Ok(self.forward(ModelInput::from_batch(batch, device)?))
-    }
-
-    /// Mean cross-entropy (class targets) or mean squared error (score targets, 1 output) —
-    /// HF's `*ForSequenceClassification` loss.
-    fn loss(&self, logits: Tensor<B, 2>, targets: &Targets) -> Result<Tensor<B, 1>, ModelError> {
-        sequence_classification_loss(logits, targets)
-    }
-
     /// Apply `f` to every adapted layer, in structural order.
     fn try_map_adapted<F>(mut self, mut f: F) -> Result<Self, ModelError>
     where
@@ -340,52 +319,6 @@ pub enum HeadSource {
     Checkpoint,
     /// Freshly initialised: N(0, initializer_range²) from the seed, zero bias.
     Initialized { seed: u64 },
-}
-
-/// Cross-entropy for class targets, MSE for score targets (one output).
-pub fn sequence_classification_loss<B: Backend>(
-    logits: Tensor<B, 2>,
-    targets: &Targets,
-) -> Result<Tensor<B, 1>, ModelError> {
-    let [b, k] = logits.dims();
-    let device = logits.device();
-    match targets {
-        Targets::Class(classes) => {
-            if k < 2 {
-                return Err(ModelError::Invalid(format!(
-                    "class targets need a classification head (num_labels >= 2), this head has {k} output(s)"
-                )));
-            }
-            check_len(classes.len(), b)?;
-            if let Some(c) = classes.iter().find(|&&c| c < 0 || c as usize >= k) {
-                return Err(ModelError::Invalid(format!(
-                    "class target {c} is outside 0..{k}"
-                )));
-            }
-            let idx =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(classes.clone(), [b, 1]), &device);
-            Ok(log_softmax(logits, 1).gather(1, idx).mean().neg())
-        }
-        Targets::Score(scores) => {
-            if k != 1 {
-                return Err(ModelError::Invalid(format!(
-                    "score targets need a regression head (num_labels = 1), this head has {k} outputs"
-                )));
-            }
-            check_len(scores.len(), b)?;
-            let t = Tensor::<B, 2>::from_data(TensorData::new(scores.clone(), [b, 1]), &device);
-            Ok((logits - t).powi_scalar(2).mean())
-        }
-    }
-}
-
-fn check_len(n: usize, b: usize) -> Result<(), ModelError> {
-    if n != b {
-        return Err(ModelError::Invalid(format!(
-            "{n} targets for a batch of {b}"
-        )));
-    }
-    Ok(())
 }
 
 /// Read a checkpoint's head into `model` (used for PEFT adapter files, whose head tensors sit

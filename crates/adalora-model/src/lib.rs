@@ -2,7 +2,7 @@
 //!
 //! Transformer encoders on burn for AdaLoRA experiments, one file per family, behind one seam:
 //!
-//! * [`family`]: the seam — [`SequenceClassifier`] (forward on a batch, loss, the adapted
+//! * [`family`]: the seam — [`SequenceClassifier`] (forward on input tensors, the adapted
 //!   slots with their layer, kind and HF path, HF tensor export, the head) and the
 //!   [`Family`] description each family declares;
 //! * [`families`]: the registry; `config.json`'s `model_type` picks the family;
@@ -10,13 +10,14 @@
 //! * [`loader`]: HF folders and checkpoints (`config.json` + `model.safetensors`), tensor
 //!   reading with every problem reported, export back to HF layout;
 //! * [`target`]: adapter injection by target spec (peft's `target_modules`), fine-tuning
-//!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report;
-//! * [`encode`]: sentence embeddings (mean/CLS pooling) to CSV for the CLI.
+//!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report.
+//!
+//! Tokenization, batches and the task loss belong to the application (`adalora-train`); the
+//! seam takes tensors ([`ModelInput`]).
 
 pub mod bert;
 pub mod config;
 pub mod deberta_v2;
-pub mod encode;
 pub mod error;
 pub mod families;
 pub mod family;
@@ -26,15 +27,10 @@ pub mod target;
 
 pub use bert::{BertForSequenceClassification, BertModel, BertOutput};
 pub use config::{Activation, BertConfig};
-pub use encode::{embed_sentences, encode_file, EncodeOptions, EncodeReport, Pooling};
 pub use error::{ModelError, FETCH_HINT};
 pub use families::AnyClassifier;
-pub use family::{
-    sequence_classification_loss, Family, HeadSource, ModelInput, ModuleKind, ModuleSlot,
-    SequenceClassifier,
-};
+pub use family::{Family, HeadSource, ModelInput, ModuleKind, ModuleSlot, SequenceClassifier};
 pub use loader::{
-    load_for_classification, load_for_embedding, load_tokenizer, resolve_model_dir,
-    write_safetensors, HfTensor,
+    load_for_classification, load_for_embedding, resolve_model_dir, write_safetensors, HfTensor,
 };
 pub use target::{apply_method, Method, ParamReport, TargetSpec};

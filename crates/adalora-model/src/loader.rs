@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use adalora_core::AdaptedLinear;
-use adalora_data::tokenize::TextTokenizer;
 use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
@@ -77,14 +76,6 @@ pub fn resolve_model_dir(explicit: Option<&Path>) -> Result<PathBuf, ModelError>
         }
     }
     Ok(dir)
-}
-
-/// The tokenizer of a model folder (`tokenizer.json`), truncating to `max_len` tokens.
-pub fn load_tokenizer(model_dir: &Path, max_len: usize) -> Result<TextTokenizer, ModelError> {
-    Ok(TextTokenizer::from_file(
-        model_dir.join("tokenizer.json"),
-        max_len,
-    )?)
 }
 
 /// `config.json` as JSON, with the path for messages.

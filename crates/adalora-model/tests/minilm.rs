@@ -5,13 +5,17 @@
 mod common;
 
 use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig};
+use adalora_data::tokenize::TextTokenizer;
 use adalora_model::target::TargetModules;
 use adalora_model::{
-    apply_method, encode_file, load_for_classification, load_tokenizer, AnyClassifier,
-    BertForSequenceClassification, EncodeOptions, HeadSource, Method, Pooling, SequenceClassifier,
-    TargetSpec,
+    apply_method, load_for_classification, AnyClassifier, BertForSequenceClassification,
+    HeadSource, Method, ModelInput, SequenceClassifier, TargetSpec,
 };
 use common::*;
+
+fn load_tokenizer(dir: &std::path::Path, max_len: usize) -> TextTokenizer {
+    TextTokenizer::from_file(dir.join("tokenizer.json"), max_len).unwrap()
+}
 
 #[derive(serde::Deserialize)]
 struct Meta {
@@ -56,7 +60,7 @@ fn tokenization_matches_hf_exactly() {
     let m = meta();
     let fx = Fixture::open("minilm_reference.safetensors");
 
-    let tok = load_tokenizer(&dir, m.single.max_length).unwrap();
+    let tok = load_tokenizer(&dir, m.single.max_length);
     let rows = m
         .single
         .texts
@@ -69,7 +73,7 @@ fn tokenization_matches_hf_exactly() {
     assert_eq!(types, fx.i64("single.token_type_ids"));
     assert_eq!(mask, fx.i64("single.attention_mask"));
 
-    let tok = load_tokenizer(&dir, m.pair.max_length).unwrap();
+    let tok = load_tokenizer(&dir, m.pair.max_length);
     let rows = m
         .pair
         .texts_a
@@ -219,84 +223,15 @@ fn lora_report_counts_match_hand_computation() {
         .contains("encoder.layer.5.attention.self.query"));
 }
 
+/// The trainer's path: adalora-data tokenization and batching → the seam's input tensors.
+/// (The task loss on top is tested in adalora-train.)
 #[test]
-fn encode_matches_sentence_transformers_mean_pooling() {
-    let fx = Fixture::open("minilm_reference.safetensors");
-    let m = meta();
-    let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("sentences.txt");
-    // A blank line is skipped but keeps the line numbering.
-    let mut text = m.single.texts[..2].join("\n");
-    text.push_str("\n\n");
-    text.push_str(&m.single.texts[2..].join("\n"));
-    text.push('\n');
-    std::fs::write(&input, text).unwrap();
-    let out = tmp.path().join("emb.csv");
-    let mut opts = EncodeOptions::new(&input, &out);
-    opts.model_dir = Some(real_model_dir());
-    opts.normalize = true;
-    opts.max_len = m.single.max_length;
-    opts.batch_size = 3;
-    let report = encode_file(&opts).unwrap();
-    assert_eq!(
-        (report.sentences, report.skipped_blank, report.dim),
-        (4, 1, 384)
-    );
-
-    let csv = std::fs::read_to_string(&out).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(header.len(), 385);
-    assert_eq!(
-        (header[0], header[1], header[384]),
-        ("index", "dim_0", "dim_383")
-    );
-    let rows: Vec<Vec<f32>> = lines
-        .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
-        .collect();
-    assert_eq!(
-        rows.iter().map(|r| r[0] as usize).collect::<Vec<_>>(),
-        vec![0, 1, 3, 4]
-    );
-    let got: Vec<f32> = rows.iter().flat_map(|r| r[1..].to_vec()).collect();
-    assert_close(
-        "mean-pooled normalized embeddings",
-        &got,
-        &fx.f32("single.mean_normalized"),
-        1e-5,
-    );
-    for r in &rows {
-        let norm: f32 = r[1..].iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5);
-    }
-    // No temporary file is left behind.
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
-
-    opts.pooling = Pooling::Cls;
-    opts.normalize = false;
-    encode_file(&opts).unwrap();
-    let csv = std::fs::read_to_string(&out).unwrap();
-    let got: Vec<f32> = csv
-        .lines()
-        .skip(1)
-        .flat_map(|l| {
-            l.split(',')
-                .skip(1)
-                .map(|x| x.parse::<f32>().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    assert_close("CLS embeddings", &got, &fx.f32("single.cls"), 1e-4);
-}
-
-/// The trainer's path: adalora-data tokenization and batching → `forward_batch` → `loss`.
-#[test]
-fn data_batch_forward_and_loss() {
+fn data_batch_forward() {
     use adalora_data::batch::{BatchConfig, Batcher};
     use adalora_data::{Dataset, Example, Target};
     let fx = Fixture::open("minilm_reference.safetensors");
     let m = meta();
-    let tok = load_tokenizer(&real_model_dir(), m.pair.max_length).unwrap();
+    let tok = load_tokenizer(&real_model_dir(), m.pair.max_length);
     let examples = m
         .pair
         .texts_a
@@ -318,14 +253,15 @@ fn data_batch_forward_and_loss() {
     let batch = batcher.eval_batches().next().unwrap();
     let model = model_with_fixture_head(&fx, m.num_labels);
     let dev = Default::default();
-    let logits = model.forward_batch(&batch, &dev).unwrap();
-    let l = to_vec(logits.clone());
-    assert_close("batch logits", &l, &fx.f32("pair.logits"), 1e-4);
-    let loss = to_vec(model.loss(logits, &batch.labels).unwrap())[0];
-    let ce = |row: &[f32], c: usize| {
-        let lse = row.iter().map(|x| x.exp()).sum::<f32>().ln();
-        lse - row[c]
-    };
-    let want = (ce(&l[0..3], 0) + ce(&l[3..6], 1) + ce(&l[6..9], 2)) / 3.0;
-    assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
+    let input = ModelInput::<Cpu>::from_rows(
+        &batch.input_ids,
+        &batch.token_type_ids,
+        &batch.attention_mask,
+        batch.batch_size,
+        batch.seq_len,
+        &dev,
+    )
+    .unwrap();
+    let logits = to_vec(model.forward(input));
+    assert_close("batch logits", &logits, &fx.f32("pair.logits"), 1e-4);
 }

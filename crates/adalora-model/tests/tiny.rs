@@ -5,7 +5,6 @@
 mod common;
 
 use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig};
-use adalora_data::batch::Targets;
 use adalora_model::loader::Checkpoint;
 use adalora_model::{
     apply_method, load_for_classification, resolve_model_dir, write_safetensors, AnyClassifier,
@@ -209,10 +208,11 @@ fn head_is_initialized_from_seed_when_absent() {
     );
 }
 
+/// A scalar that depends on every logit (the task loss itself is adalora-train's).
 fn tiny_loss<B: Backend>(model: &BertForSequenceClassification<B>) -> burn::tensor::Tensor<B, 1> {
     let fx = Fixture::open("tiny_reference.safetensors");
     let logits = model.forward(fx.input::<B>("", &Default::default()));
-    model.loss(logits, &Targets::Class(vec![0, 2])).unwrap()
+    logits.powi_scalar(2).mean()
 }
 
 #[test]
@@ -283,39 +283,6 @@ fn frozen_parameters_get_no_gradient() {
         .weight
         .grad(&grads)
         .is_some());
-}
-
-#[test]
-fn regression_head_uses_mse() {
-    let dev = Default::default();
-    let bert = tiny::<Cpu>().bert;
-    let model = BertForSequenceClassification::with_new_head(bert, 1, 0.02, 0.0, 1, &dev).unwrap();
-    let fx = Fixture::open("tiny_reference.safetensors");
-    let logits = model.forward(fx.input::<Cpu>("", &dev));
-    let l = to_vec(logits.clone());
-    let want = ((l[0] - 1.0).powi(2) + (l[1] + 2.0).powi(2)) / 2.0;
-    let got = to_vec(
-        model
-            .loss(logits.clone(), &Targets::Score(vec![1.0, -2.0]))
-            .unwrap(),
-    )[0];
-    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
-    assert!(model.loss(logits, &Targets::Class(vec![0, 1])).is_err());
-}
-
-#[test]
-fn cross_entropy_matches_hand_computation() {
-    let model = tiny::<Cpu>();
-    let fx = Fixture::open("tiny_reference.safetensors");
-    let l = fx.f32("logits");
-    let ce = |row: &[f32], c: usize| {
-        let m = row.iter().cloned().fold(f32::MIN, f32::max);
-        let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
-        lse - row[c]
-    };
-    let want = (ce(&l[0..3], 0) + ce(&l[3..6], 2)) / 2.0;
-    let got = to_vec(tiny_loss(&model))[0];
-    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
 }
 
 #[test]

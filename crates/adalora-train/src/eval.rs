@@ -4,6 +4,8 @@ use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::EncodedDataset;
 use adalora_data::{evaluate, Dataset, Metrics, Predictions, TaskKind};
 use adalora_model::SequenceClassifier;
+
+use crate::batch::{forward_batch, task_loss};
 use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
 
@@ -27,8 +29,8 @@ pub fn predict_logits<B: Backend, M: SequenceClassifier<B>>(
     let mut logits = vec![0f32; data.len() * k];
     let mut loss_sum = 0.0;
     for batch in batcher.eval_batches() {
-        let out = model.forward_batch(&batch, device)?;
-        let loss = model.loss(out.clone(), &batch.labels)?;
+        let out = forward_batch(model, &batch, device)?;
+        let loss = task_loss(out.clone(), &batch.labels)?;
         loss_sum += loss.into_scalar().elem::<f64>() * batch.batch_size as f64;
         let values = out
             .into_data()

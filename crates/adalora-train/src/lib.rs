@@ -3,10 +3,14 @@
 //! Fine-tuning runs for full FT, BitFit, LoRA and AdaLoRA on burn:
 //! configuration ([`config`]: TOML + overrides), the loop ([`trainer`]), evaluation ([`eval`]),
 //! checkpoints and exact resume ([`params`], [`trainer`]), adapters in PEFT's on-disk layout
-//! ([`peft`]), merged HF exports ([`merge`]), and safe file output ([`io`]).
+//! ([`peft`]), merged HF exports ([`merge`]), safe file output ([`io`]), and the application
+//! features the CLI offers besides training (sentence embeddings: [`encode`]). The CLI talks to
+//! this crate only; the model seam is fed from data batches in [`batch`].
 
+pub mod batch;
 pub mod clip;
 pub mod config;
+pub mod encode;
 pub mod eval;
 pub mod io;
 pub mod lr;
@@ -17,5 +21,7 @@ pub mod peft;
 pub mod task;
 pub mod trainer;
 
+pub use adalora_core::BudgetSchedule;
+pub use adalora_model::resolve_model_dir;
 pub use config::{MethodKind, RunConfig};
 pub use trainer::{train, Summary, TrainOptions};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_model::{
-    load_for_classification, load_tokenizer, resolve_model_dir, AnyClassifier, SequenceClassifier,
+    load_for_classification, resolve_model_dir, AnyClassifier, SequenceClassifier,
 };
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
@@ -15,7 +15,7 @@ use crate::eval::{evaluate_split, predict_logits};
 use crate::io::RunDir;
 use crate::merge::write_hf_model;
 use crate::peft::{load_peft_adapter, CONFIG_FILE};
-use crate::task::{prepare_task, PreparedTask};
+use crate::task::{load_tokenizer, prepare_task, PreparedTask};
 
 /// Where the weights to evaluate/merge come from.
 pub struct Source {

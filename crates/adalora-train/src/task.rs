@@ -12,6 +12,17 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::RunConfig;
 
+/// The tokenizer of a model folder (`tokenizer.json`), truncating to `max_len` tokens.
+pub fn load_tokenizer(
+    model_dir: &std::path::Path,
+    max_len: usize,
+) -> anyhow::Result<TextTokenizer> {
+    Ok(TextTokenizer::from_file(
+        model_dir.join("tokenizer.json"),
+        max_len,
+    )?)
+}
+
 /// A task with its tokenized splits (tokenized once, kept in memory).
 pub struct PreparedTask {
     pub task: Task,

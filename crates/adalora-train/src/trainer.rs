@@ -22,6 +22,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{forward_batch, task_loss};
 use crate::clip::clip_global_norm;
 use crate::config::{MethodKind, RunConfig};
 use crate::eval::evaluate_split;
@@ -337,7 +338,7 @@ pub fn train_on<B: AutodiffBackend>(
     };
     cfg.validate()?;
     let model_dir = adalora_model::loader::resolve_model_dir(cfg.model.as_deref())?;
-    let tokenizer = adalora_model::loader::load_tokenizer(&model_dir, cfg.train.max_seq_len)?;
+    let tokenizer = crate::task::load_tokenizer(&model_dir, cfg.train.max_seq_len)?;
     let prepared = prepare_task(&cfg, &tokenizer)?;
     let batches_per_epoch = prepared.train.len().div_ceil(cfg.train.batch_size);
     let total_steps = cfg
@@ -495,8 +496,8 @@ impl Run<'_> {
                     break;
                 }
                 B::seed(device, step_seed(cfg.seed, state.step));
-                let logits = model.forward_batch(&batch, device)?;
-                let task_loss = model.loss(logits, &batch.labels)?;
+                let logits = forward_batch(&model, &batch, device)?;
+                let task_loss = task_loss(logits, &batch.labels)?;
                 let (loss, orth) = match cfg.method {
                     MethodKind::Adalora => {
                         let reg = orthogonal_regularizer(

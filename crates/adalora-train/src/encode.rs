@@ -11,17 +11,18 @@
 //! renamed into place, so a failed run never leaves a partial CSV.
 
 use std::fmt;
-use std::io::Write;
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use adalora_data::tokenize::TextTokenizer;
+use adalora_model::{load_for_embedding, resolve_model_dir, ModelInput, SequenceClassifier};
+use anyhow::{anyhow, bail, Context};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::error::ModelError;
-use crate::family::{ModelInput, SequenceClassifier};
-use crate::loader::{load_for_embedding, load_tokenizer, resolve_model_dir, temp_path};
+use crate::io::atomic_write;
+use crate::task::load_tokenizer;
 
 /// How token states become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -35,15 +36,13 @@ pub enum Pooling {
 }
 
 impl FromStr for Pooling {
-    type Err = ModelError;
+    type Err = anyhow::Error;
 
-    fn from_str(s: &str) -> Result<Self, ModelError> {
+    fn from_str(s: &str) -> anyhow::Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "mean" => Ok(Pooling::Mean),
             "cls" => Ok(Pooling::Cls),
-            other => Err(ModelError::Invalid(format!(
-                "unknown pooling {other:?}; expected mean or cls"
-            ))),
+            other => bail!("unknown pooling {other:?}; expected mean or cls"),
         }
     }
 }
@@ -113,9 +112,9 @@ pub fn embed_sentences<B: Backend, M: SequenceClassifier<B>>(
     normalize: bool,
     batch_size: usize,
     device: &B::Device,
-) -> Result<Vec<Vec<f32>>, ModelError> {
+) -> anyhow::Result<Vec<Vec<f32>>> {
     if batch_size == 0 {
-        return Err(ModelError::Invalid("batch size must be at least 1".into()));
+        bail!("batch size must be at least 1");
     }
     let mut out = Vec::with_capacity(sentences.len());
     for chunk in sentences.chunks(batch_size) {
@@ -148,7 +147,7 @@ pub fn embed_sentences<B: Backend, M: SequenceClassifier<B>>(
             .into_data()
             .convert::<f32>()
             .to_vec::<f32>()
-            .map_err(|e| ModelError::Invalid(format!("embedding readback failed: {e:?}")))?;
+            .map_err(|e| anyhow!("embedding readback failed: {e:?}"))?;
         out.extend(data.chunks(d).map(<[f32]>::to_vec));
     }
     Ok(out)
@@ -176,11 +175,12 @@ pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 
 /// `adalora encode`: read sentences, embed them on the CPU (ndarray backend), write the CSV
 /// atomically.
-pub fn encode_file(opts: &EncodeOptions) -> Result<EncodeReport, ModelError> {
+pub fn encode_file(opts: &EncodeOptions) -> anyhow::Result<EncodeReport> {
     type Cpu = burn::backend::NdArray;
     let device = Default::default();
     let model_dir = resolve_model_dir(opts.model_dir.as_deref())?;
-    let text = std::fs::read_to_string(&opts.input).map_err(|e| ModelError::io(&opts.input, e))?;
+    let text = std::fs::read_to_string(&opts.input)
+        .with_context(|| format!("reading {}", opts.input.display()))?;
     let model = load_for_embedding::<Cpu>(&model_dir, &device)?;
     let max_len = opts.max_len.min(model.max_tokens());
     let tokenizer = load_tokenizer(&model_dir, max_len)?;
@@ -229,27 +229,18 @@ pub fn write_embeddings_csv(
     indices: &[usize],
     vectors: &[Vec<f32>],
     dim: usize,
-) -> Result<(), ModelError> {
-    let tmp = temp_path(path);
-    let write = || -> std::io::Result<()> {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write!(w, "index")?;
-        for j in 0..dim {
-            write!(w, ",dim_{j}")?;
-        }
-        writeln!(w)?;
-        for (i, v) in indices.iter().zip(vectors) {
-            write!(w, "{i}")?;
-            for x in v {
-                write!(w, ",{x}")?;
-            }
-            writeln!(w)?;
-        }
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ModelError::io(path, e));
+) -> anyhow::Result<()> {
+    let mut text = String::from("index");
+    for j in 0..dim {
+        write!(text, ",dim_{j}")?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    text.push('\n');
+    for (i, v) in indices.iter().zip(vectors) {
+        write!(text, "{i}")?;
+        for x in v {
+            write!(text, ",{x}")?;
+        }
+        text.push('\n');
+    }
+    atomic_write(path, text.as_bytes())
 }
