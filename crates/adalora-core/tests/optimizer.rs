@@ -208,6 +208,9 @@ fn pre_and_post_update_sensitivity_use_the_right_weights() {
         let expected: Vec<f32> = common::to_vec((w * grad_e).abs().mul_scalar(1.0 - cfg.beta1));
         let state = optim.allocator().state();
         let ipt = &state.stats.as_ref().unwrap()[0].e.ipt;
-        assert!(common::rel_err(ipt, &expected) < 1e-6, "{weights:?}: {ipt:?} vs {expected:?}");
+        assert!(
+            common::rel_err(ipt, &expected) < 1e-6,
+            "{weights:?}: {ipt:?} vs {expected:?}"
+        );
     }
 }

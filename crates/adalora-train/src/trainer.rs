@@ -544,8 +544,8 @@ impl Run<'_> {
                 if !loss_value.is_finite() {
                     bail!(
                         "loss is {loss_value} at step {} (epoch {epoch}); stopping. The last good \
-                         checkpoint is kept in {}: lower train.lr (or set train.max_grad_norm) \
-                         in {} and continue with --resume",
+                         checkpoint is kept in {}: fix the cause (the data, or e.g. a lower \
+                         train.lr in {}) and continue with --resume",
                         state.step + 1,
                         self.dir.checkpoint().display(),
                         self.dir.config().display()
