@@ -468,10 +468,6 @@ impl<B: Backend> SequenceClassifier<B> for BertForSequenceClassification<B> {
         self.classifier.weight.dims()[1]
     }
 
-    fn max_tokens(&self) -> usize {
-        self.bert.embeddings.position_embeddings.weight.dims()[0]
-    }
-
     fn hidden_states(&self, input: ModelInput<B>) -> Tensor<B, 3> {
         self.bert.forward(input).last_hidden_state
     }
@@ -514,6 +510,12 @@ impl<B: Backend> SequenceClassifier<B> for BertForSequenceClassification<B> {
         self.classifier = r.linear(CLASSIFIER, h, k, device);
         self
     }
+}
+
+/// The longest input BERT's absolute positions cover.
+pub fn max_tokens(config: &serde_json::Value, path: &std::path::Path) -> Result<usize, ModelError> {
+    let cfg: BertConfig = parse_config(config, path, BertConfig::validate)?;
+    Ok(cfg.max_position_embeddings)
 }
 
 impl<B: Backend> LoadFamily<B> for BertForSequenceClassification<B> {

@@ -636,14 +636,6 @@ impl<B: Backend> SequenceClassifier<B> for DebertaV2ForSequenceClassification<B>
         self.classifier.weight.dims()[1]
     }
 
-    fn max_tokens(&self) -> usize {
-        // Relative positions alone put no limit on the length; absolute ones do.
-        self.embeddings
-            .position_embeddings
-            .as_ref()
-            .map_or(usize::MAX, |p| p.weight.dims()[0])
-    }
-
     fn hidden_states(&self, input: ModelInput<B>) -> Tensor<B, 3> {
         self.encode(input)
     }
@@ -705,6 +697,16 @@ impl<B: Backend> SequenceClassifier<B> for DebertaV2ForSequenceClassification<B>
         self.classifier = r.linear(CLASSIFIER, h, k, device);
         self
     }
+}
+
+/// The longest input: absolute positions limit it; relative ones alone (v3) do not.
+pub fn max_tokens(config: &serde_json::Value, path: &std::path::Path) -> Result<usize, ModelError> {
+    let cfg: DebertaV2Config = parse_config(config, path, DebertaV2Config::validate)?;
+    Ok(if cfg.position_biased_input {
+        cfg.max_position_embeddings
+    } else {
+        usize::MAX
+    })
 }
 
 impl<B: Backend> LoadFamily<B> for DebertaV2ForSequenceClassification<B> {

@@ -47,6 +47,21 @@ macro_rules! families {
             }
         }
 
+        /// The longest input (special tokens included) `family`'s position embeddings cover,
+        /// from its `config.json`.
+        pub fn max_tokens(
+            family: &'static Family,
+            config: &serde_json::Value,
+            config_path: &std::path::Path,
+        ) -> Result<usize, ModelError> {
+            $(
+                if std::ptr::eq(family, &crate::$module::FAMILY) {
+                    return crate::$module::max_tokens(config, config_path);
+                }
+            )*
+            unreachable!("family_of only returns registered families")
+        }
+
         impl<B: Backend> AdapterHost<B> for AnyClassifier<B> {
             fn adapted_linears(&self) -> Vec<&AdaptedLinear<B>> {
                 match self { $(AnyClassifier::$variant(m) => m.adapted_linears()),* }
@@ -68,10 +83,6 @@ macro_rules! families {
 
             fn num_labels(&self) -> usize {
                 match self { $(AnyClassifier::$variant(m) => m.num_labels()),* }
-            }
-
-            fn max_tokens(&self) -> usize {
-                match self { $(AnyClassifier::$variant(m) => m.max_tokens()),* }
             }
 
             fn hidden_states(&self, input: ModelInput<B>) -> Tensor<B, 3> {

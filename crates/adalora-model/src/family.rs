@@ -238,9 +238,6 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
     /// `[hidden, num_labels]` classifier output width.
     fn num_labels(&self) -> usize;
 
-    /// The longest input (special tokens included) the position embeddings cover.
-    fn max_tokens(&self) -> usize;
-
     /// The last encoder layer's states `[batch, seq, hidden]`.
     fn hidden_states(&self, input: ModelInput<B>) -> Tensor<B, 3>;
 

@@ -31,6 +31,7 @@ pub use error::{ModelError, FETCH_HINT};
 pub use families::AnyClassifier;
 pub use family::{Family, HeadSource, ModelInput, ModuleKind, ModuleSlot, SequenceClassifier};
 pub use loader::{
-    load_for_classification, load_for_embedding, resolve_model_dir, write_safetensors, HfTensor,
+    load_for_classification, load_for_embedding, max_tokens, resolve_model_dir, write_safetensors,
+    HfTensor,
 };
 pub use target::{apply_method, Method, ParamReport, TargetSpec};

@@ -139,6 +139,13 @@ pub fn load_for_classification<B: Backend>(
     Ok(loaded)
 }
 
+/// The longest input (special tokens included) the folder's model takes, from `config.json`.
+pub fn max_tokens(model_dir: &Path) -> Result<usize, ModelError> {
+    let (config, config_path) = read_config(model_dir)?;
+    let family = crate::families::family_of(&config, &config_path)?;
+    crate::families::max_tokens(family, &config, &config_path)
+}
+
 /// Load a model folder for its hidden states (`adalora encode`): the head is the checkpoint's
 /// when `config.json` declares its labels, else a throw-away one.
 pub fn load_for_embedding<B: Backend>(

@@ -124,12 +124,6 @@ impl<B: Backend> SequenceClassifier<B> for RobertaForSequenceClassification<B> {
         self.classifier.out_proj.weight.dims()[1]
     }
 
-    fn max_tokens(&self) -> usize {
-        // Positions start after the padding index.
-        let rows = self.embeddings.position_embeddings.weight.dims()[0];
-        rows.saturating_sub(self.padding_idx + 1)
-    }
-
     fn hidden_states(&self, input: ModelInput<B>) -> Tensor<B, 3> {
         self.encode(input)
     }
@@ -187,6 +181,12 @@ fn validate(cfg: &BertConfig) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The longest input RoBERTa's positions cover: they start after the padding index.
+pub fn max_tokens(config: &serde_json::Value, path: &std::path::Path) -> Result<usize, ModelError> {
+    let cfg: BertConfig = parse_config(config, path, validate)?;
+    Ok(cfg.max_position_embeddings - (cfg.pad_token_id + 1))
 }
 
 impl<B: Backend> LoadFamily<B> for RobertaForSequenceClassification<B> {

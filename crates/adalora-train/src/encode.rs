@@ -182,7 +182,7 @@ pub fn encode_file(opts: &EncodeOptions) -> anyhow::Result<EncodeReport> {
     let text = std::fs::read_to_string(&opts.input)
         .with_context(|| format!("reading {}", opts.input.display()))?;
     let model = load_for_embedding::<Cpu>(&model_dir, &device)?;
-    let max_len = opts.max_len.min(model.max_tokens());
+    let max_len = opts.max_len.min(adalora_model::max_tokens(&model_dir)?);
     let tokenizer = load_tokenizer(&model_dir, max_len)?;
 
     let mut indices = Vec::new();

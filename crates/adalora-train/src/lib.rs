@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod clip;
 pub mod config;
+pub mod decay;
 pub mod encode;
 pub mod eval;
 pub mod io;
