@@ -203,12 +203,12 @@ fn adapters(base: BaseLinear<AB>) -> [AdaptedLinear<AB>; 2] {
         .with_r(3)
         .init(base.clone(), &device)
         .unwrap();
-    lora.lora_b = lora.lora_b.map(|b| (b + 0.5).require_grad());
+    lora.lora_b = lora.lora_b.map(|b| (b + 0.5).detach().require_grad());
     let mut svd = SvdAdapterConfig::new()
         .with_init_r(3)
         .init(base, &device)
         .unwrap();
-    svd.lora_e = svd.lora_e.map(|e| (e + 0.7).require_grad());
+    svd.lora_e = svd.lora_e.map(|e| (e + 0.7).detach().require_grad());
     [AdaptedLinear::Lora(lora), AdaptedLinear::Svd(svd)]
 }
 
