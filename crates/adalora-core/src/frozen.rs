@@ -195,7 +195,10 @@ impl<B: Backend> BaseLinear<B> {
             BaseLinear::Dense(l) => BaseLinear::Dense(add_to_frozen_weight(l, delta)),
             BaseLinear::Quantized(q) => {
                 let weight = q.dequantized(&delta.device());
-                BaseLinear::Dense(frozen_linear((weight + delta).detach(), q.bias.map(|b| b.val())))
+                BaseLinear::Dense(frozen_linear(
+                    (weight + delta).detach(),
+                    q.bias.map(|b| b.val()),
+                ))
             }
         }
     }

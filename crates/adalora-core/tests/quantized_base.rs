@@ -1,9 +1,10 @@
 //! The quantized (QLoRA) frozen base.
 //!
 //! 1. Quantize → dequantize of real all-MiniLM-L6-v2 weights matches bitsandbytes' CPU
-//! `quantize_4bit` / `dequantize_4bit`, for NF4 and FP4, block sizes 64 and 128, with and
-//! without double quantization: packed codes, absmax (or its 8-bit codes, second-level scales
-//! and offset) and the dequantized float32 matrix, all bit for bit. Fixtures: `scripts/fixtures/make_quant_fixtures.py` (bitsandbytes 0.50.2).
+//!    `quantize_4bit` / `dequantize_4bit`, for NF4 and FP4, block sizes 64 and 128, with and
+//!    without double quantization: packed codes, absmax (or its 8-bit codes, second-level
+//!    scales and offset) and the dequantized float32 matrix, all bit for bit. Fixtures:
+//!    `scripts/fixtures/make_quant_fixtures.py` (bitsandbytes 0.50.2, CPU).
 //! 2. LoRA and AdaLoRA on a quantized base: forward and gradients equal those of the same
 //!    adapters on a dense base holding deq(q(W0)); only adapter parameters get gradients.
 
@@ -61,7 +62,11 @@ fn assert_ulps(ours: &[f32], reference: &[f32], max_ulps: u32, what: &str) {
     let worst = (0..ours.len())
         .max_by_key(|&i| ulps(ours[i], reference[i]))
         .unwrap_or(0);
-    let off = ours.iter().zip(reference).filter(|(a, b)| ulps(**a, **b) > max_ulps).count();
+    let off = ours
+        .iter()
+        .zip(reference)
+        .filter(|(a, b)| ulps(**a, **b) > max_ulps)
+        .count();
     assert!(
         off == 0,
         "{what}: {off} of {} values differ by more than {max_ulps} ulp; worst #{worst}: ours {:e}, \

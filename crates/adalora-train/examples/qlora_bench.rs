@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     };
     let targets = Targets::Class((0..batch as i64).map(|i| i % 2).collect());
     let qlora = ["quantize=nf4", "double_quant=true"];
-    let mut variants = vec![
+    let mut variants = [
         variant("lora r8 / f32 base", &["method=lora"])?,
         variant(
             "qlora r8 / nf4+dq base",
