@@ -110,6 +110,33 @@ fn missing_misshaped_and_unexpected_tensors_are_named() {
 }
 
 #[test]
+fn an_already_quantized_checkpoint_is_refused_naming_the_tensor() {
+    // bitsandbytes' 4-bit serialization: packed weight plus companion tensors.
+    let w = "bert.encoder.layer.0.attention.self.query.weight";
+    let dir = edited_checkpoint(|t| {
+        let v = t.iter_mut().find(|x| x.name == w).unwrap();
+        v.shape = vec![48 * 48 / 2, 1];
+        v.data.truncate(48 * 48 / 2);
+        for (companion, n) in [("absmax", 36), ("quant_state.bitsandbytes__nf4", 8)] {
+            t.push(adalora_model::HfTensor {
+                name: format!("{w}.{companion}"),
+                shape: vec![n],
+                data: vec![0.5; n],
+            });
+        }
+    });
+    let (msg, problems) = weights_error(dir.path());
+    assert_eq!(problems.len(), 1, "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "tensor {w} is stored quantized ({w}.absmax present)"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("--quantize"), "{msg}");
+}
+
+#[test]
 fn classifier_with_wrong_label_count_is_an_error() {
     let err = load_for_classification::<Cpu>(&tiny_dir(), 2, 0, &Default::default())
         .err()
