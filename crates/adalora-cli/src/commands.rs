@@ -76,6 +76,15 @@ pub struct TrainArgs {
     /// Layer subset, e.g. 0,1 or 3-5.
     #[arg(long)]
     layers: Option<String>,
+    /// QLoRA: store the frozen base weights as nf4 | fp4 | int8 (LoRA and AdaLoRA only).
+    #[arg(long)]
+    quantize: Option<String>,
+    /// Values per absmax block of the quantized base (default 64); must divide every row.
+    #[arg(long)]
+    quant_block_size: Option<usize>,
+    /// Quantize the absmax constants again to 8 bits (blocks of 256).
+    #[arg(long)]
+    double_quant: bool,
     /// Evaluate every N steps (default: every epoch).
     #[arg(long)]
     eval_every: Option<usize>,
@@ -133,6 +142,12 @@ impl TrainArgs {
         );
         push("device", self.device.as_deref().map(q));
         push("seed", self.seed.map(|v| v.to_string()));
+        push("quantize", self.quantize.as_deref().map(q));
+        push(
+            "quant_block_size",
+            self.quant_block_size.map(|v| v.to_string()),
+        );
+        push("double_quant", self.double_quant.then(|| "true".into()));
         push("train.lr", self.lr.map(|v| format!("{v:?}")));
         push("train.epochs", self.epochs.map(|v| v.to_string()));
         push("train.max_steps", self.max_steps.map(|v| v.to_string()));

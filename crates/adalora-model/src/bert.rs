@@ -236,7 +236,8 @@ impl<B: Backend> BertModel<B> {
                 LinearConfig::new(d_in, d_out)
                     .with_initializer(normal.clone())
                     .init(device)
-                    .pipe_zero_bias(device),
+                    .pipe_zero_bias(device)
+                    .into(),
             )
         };
         let emb = |n: usize| {
@@ -309,7 +310,8 @@ impl<B: Backend> BertModel<B> {
     /// Fold every adapter into its base weight and drop it: a plain model whose forward equals
     /// the adapted one.
     pub fn merge_and_unload(self) -> Self {
-        let plain = |l: AdaptedLinear<B>| AdaptedLinear::Plain(l.merge_and_unload());
+        let device = self.embeddings.word_embeddings.weight.device();
+        let plain = |l: AdaptedLinear<B>| AdaptedLinear::Plain(l.merge_and_unload(&device).into());
         BertModel {
             embeddings: self.embeddings,
             layers: self
@@ -340,12 +342,16 @@ impl<B: Backend> BertModel<B> {
         F: FnMut(usize, AdaptedLinear<B>) -> Result<AdaptedLinear<B>, ModelError>,
     {
         let mut k = 0;
+        let device = self.embeddings.word_embeddings.weight.device();
         let mut take = |slot: &mut AdaptedLinear<B>| -> Result<(), ModelError> {
             // Swap in a cheap placeholder, transform, and put the result back.
-            let placeholder = AdaptedLinear::Plain(Linear {
-                weight: Param::from_tensor(Tensor::zeros([1, 1], &slot.base().weight.device())),
-                bias: None,
-            });
+            let placeholder = AdaptedLinear::Plain(
+                Linear {
+                    weight: Param::from_tensor(Tensor::zeros([1, 1], &device)),
+                    bias: None,
+                }
+                .into(),
+            );
             let old = std::mem::replace(slot, placeholder);
             *slot = f(k, old)?;
             k += 1;

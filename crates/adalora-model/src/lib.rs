@@ -10,6 +10,7 @@
 //!   `bert.` prefix), model-folder resolution, export back to HF layout.
 //! * [`target`]: adapter injection by target spec (peft's `target_modules`), fine-tuning
 //!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report.
+//! * [`quantize`]: the QLoRA pass that stores every frozen dense weight in NF4/FP4/int8.
 //! * [`encode`]: sentence embeddings (mean/CLS pooling) to CSV for the CLI.
 
 pub mod bert;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod loader;
+pub mod quantize;
 pub mod target;
 
 pub use bert::{BertForSequenceClassification, BertInput, BertModel, BertOutput};
@@ -28,6 +30,7 @@ pub use loader::{
     load_tokenizer, resolve_model_dir, save_hf_classifier_safetensors, save_hf_safetensors,
     HeadSource, HfTensor,
 };
+pub use quantize::{quantize_base, QuantReport};
 pub use target::{
     apply_method, apply_method_with_ranks, Method, ModuleKind, ParamReport, TargetSpec,
 };

@@ -162,6 +162,13 @@ impl Reader<'_> {
             }
         };
         self.used.insert(full.to_string());
+        if let Some(marker) = self.quantization_marker(full) {
+            self.problems.push(format!(
+                "tensor {full} is stored quantized ({marker} present), a format this loader does \
+                 not read; load the full-precision checkpoint and quantize it with --quantize"
+            ));
+            return vec![0.0; n];
+        }
         if view.shape() != shape {
             self.problems.push(format!(
                 "tensor {full} has shape {:?}, expected {shape:?}",
@@ -190,6 +197,23 @@ impl Reader<'_> {
                 vec![0.0; n]
             }
         }
+    }
+
+    /// The first companion tensor of a quantized weight (bitsandbytes writes `W.absmax`,
+    /// `W.quant_map`, `W.quant_state.*` or `W.SCB`; other formats similar `W.<stat>` tensors),
+    /// marked as used so that it is not reported a second time as unexpected.
+    fn quantization_marker(&mut self, full: &str) -> Option<String> {
+        let prefix = format!("{full}.");
+        let companions: Vec<String> = self
+            .st
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| n.to_string())
+            .collect();
+        let first = companions.iter().min().cloned()?;
+        self.used.extend(companions);
+        Some(first)
     }
 
     /// An encoder tensor (the prefix is added).
@@ -246,7 +270,7 @@ impl Reader<'_> {
         d_out: usize,
         device: &B::Device,
     ) -> AdaptedLinear<B> {
-        AdaptedLinear::Plain(self.linear(name, d_in, d_out, device, false))
+        AdaptedLinear::Plain(self.linear(name, d_in, d_out, device, false).into())
     }
 
     fn layer_norm<B: Backend>(
@@ -475,8 +499,8 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 /// The weight a layer currently applies (W0 + ΔW for an unmerged adapter), burn layout.
-fn effective_weight<B: Backend>(l: &AdaptedLinear<B>) -> Tensor<B, 2> {
-    let w = l.base().weight.val();
+fn effective_weight<B: Backend>(l: &AdaptedLinear<B>, device: &B::Device) -> Tensor<B, 2> {
+    let w = l.base().weight(device);
     match l.delta_weight() {
         Some(d) if !l.is_merged() => w + d,
         _ => w,
@@ -504,12 +528,17 @@ fn push_linear<B: Backend>(
     }
 }
 
-fn push_dense<B: Backend>(out: &mut Vec<HfTensor>, name: &str, l: &AdaptedLinear<B>) {
+fn push_dense<B: Backend>(
+    out: &mut Vec<HfTensor>,
+    name: &str,
+    l: &AdaptedLinear<B>,
+    device: &B::Device,
+) {
     push_linear(
         out,
         name,
-        effective_weight(l),
-        l.base().bias.as_ref().map(|b| b.val()),
+        effective_weight(l, device),
+        l.base().bias().map(|b| b.val()),
     );
 }
 
@@ -544,6 +573,7 @@ fn push_emb<B: Backend>(out: &mut Vec<HfTensor>, name: &str, e: &Embedding<B>) {
 pub fn export_hf_tensors<B: Backend>(model: &BertModel<B>) -> Vec<HfTensor> {
     let mut out = Vec::new();
     let e = &model.embeddings;
+    let device = e.word_embeddings.weight.device();
     push_emb(&mut out, "embeddings.word_embeddings", &e.word_embeddings);
     push_emb(
         &mut out,
@@ -558,13 +588,29 @@ pub fn export_hf_tensors<B: Backend>(model: &BertModel<B>) -> Vec<HfTensor> {
     push_ln(&mut out, "embeddings.LayerNorm", &e.layer_norm);
     for (l, layer) in model.layers.iter().enumerate() {
         let p = format!("encoder.layer.{l}");
-        push_dense(&mut out, &format!("{p}.attention.self.query"), &layer.query);
-        push_dense(&mut out, &format!("{p}.attention.self.key"), &layer.key);
-        push_dense(&mut out, &format!("{p}.attention.self.value"), &layer.value);
+        push_dense(
+            &mut out,
+            &format!("{p}.attention.self.query"),
+            &layer.query,
+            &device,
+        );
+        push_dense(
+            &mut out,
+            &format!("{p}.attention.self.key"),
+            &layer.key,
+            &device,
+        );
+        push_dense(
+            &mut out,
+            &format!("{p}.attention.self.value"),
+            &layer.value,
+            &device,
+        );
         push_dense(
             &mut out,
             &format!("{p}.attention.output.dense"),
             &layer.attention_output,
+            &device,
         );
         push_ln(
             &mut out,
@@ -575,15 +621,21 @@ pub fn export_hf_tensors<B: Backend>(model: &BertModel<B>) -> Vec<HfTensor> {
             &mut out,
             &format!("{p}.intermediate.dense"),
             &layer.intermediate,
+            &device,
         );
-        push_dense(&mut out, &format!("{p}.output.dense"), &layer.output);
+        push_dense(
+            &mut out,
+            &format!("{p}.output.dense"),
+            &layer.output,
+            &device,
+        );
         push_ln(
             &mut out,
             &format!("{p}.output.LayerNorm"),
             &layer.output_layer_norm,
         );
     }
-    push_dense(&mut out, "pooler.dense", &model.pooler);
+    push_dense(&mut out, "pooler.dense", &model.pooler, &device);
     out
 }
 

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig};
+use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, BaseLinear, LoraConfig};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -416,6 +416,17 @@ pub fn apply_method_with_ranks<B: Backend>(
             method.name()
         )));
     }
+    let quantized = model
+        .adapted_linears()
+        .iter()
+        .any(|l| l.base().as_quantized().is_some());
+    if quantized && matches!(method, Method::Full | Method::BitFit) {
+        return Err(ModelError::Invalid(format!(
+            "{} trains the base weights, but this model's base is quantized (frozen); \
+             use LoRA or AdaLoRA on a quantized base",
+            method.name()
+        )));
+    }
     let BertForSequenceClassification {
         bert,
         dropout,
@@ -439,7 +450,7 @@ pub fn apply_method_with_ranks<B: Backend>(
                 }
             }
             for l in bert.adapted_linears_mut() {
-                if let AdaptedLinear::Plain(lin) = l {
+                if let AdaptedLinear::Plain(BaseLinear::Dense(lin)) = l {
                     lin.bias = lin.bias.take().map(|b| set_grad(b, true));
                 }
             }

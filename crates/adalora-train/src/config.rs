@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adalora_core::{AdaLoraConfig, OrthRegForm, ScoreKind, ScoreWeights};
+use adalora_core::{AdaLoraConfig, OrthRegForm, QuantConfig, QuantType, ScoreKind, ScoreWeights};
 use adalora_data::CustomTaskConfig;
 use adalora_model::TargetSpec;
 use anyhow::{bail, Context};
@@ -274,6 +274,13 @@ pub struct RunConfig {
     pub glue_dir: Option<PathBuf>,
     pub device: DeviceKind,
     pub seed: u64,
+    /// Store every frozen dense weight of the encoder quantized (QLoRA): `nf4`, `fp4` or
+    /// `int8`; absent = f32. LoRA and AdaLoRA only.
+    pub quantize: Option<QuantType>,
+    /// Values per absmax block of the quantized base; must divide every weight row.
+    pub quant_block_size: usize,
+    /// Quantize the absmax constants again to 8 bits (blocks of 256, mean subtracted).
+    pub double_quant: bool,
     /// Which dense layers get adapters (LoRA / AdaLoRA).
     pub target: TargetSpec,
     pub lora: LoraSection,
@@ -291,6 +298,9 @@ impl Default for RunConfig {
             glue_dir: None,
             device: DeviceKind::Cpu,
             seed: 42,
+            quantize: None,
+            quant_block_size: QuantConfig::qlora().block_size,
+            double_quant: false,
             // The paper adapts all six matrices of every layer.
             target: TargetSpec::new(
                 "query,key,value,attention-output,intermediate,output"
@@ -335,6 +345,15 @@ impl RunConfig {
 
     pub fn lr(&self) -> f64 {
         self.train.lr.unwrap_or_else(|| self.method.default_lr())
+    }
+
+    /// The base's quantization, if `quantize` is set.
+    pub fn quant_config(&self) -> Option<QuantConfig> {
+        self.quantize.map(|kind| QuantConfig {
+            kind,
+            block_size: self.quant_block_size,
+            double_quant: self.double_quant,
+        })
     }
 
     /// Range-check every numeric setting, naming the setting in the error. The model's own
@@ -432,6 +451,19 @@ impl RunConfig {
             self.adalora
                 .to_core(1_000_000)
                 .context("invalid adalora settings")?;
+        }
+        if let Some(q) = self.quant_config() {
+            if matches!(self.method, MethodKind::Full | MethodKind::Bitfit) {
+                bail!(
+                    "invalid setting quantize = \"{}\" with method = \"{}\": a quantized base is \
+                     frozen, but {} trains the base weights; use lora or adalora (QLoRA), or drop \
+                     quantize",
+                    q.kind,
+                    self.method.name(),
+                    self.method.name()
+                );
+            }
+            q.validate()?;
         }
         if self.device == DeviceKind::Cuda && !cfg!(feature = "cuda") {
             bail!("device = \"cuda\" needs a build with `--features cuda`");
@@ -563,6 +595,35 @@ mod tests {
         assert!(format!("{err:#}").contains("target_r = 20"), "{err:#}");
         let err = RunConfig::load(None, &["method=prefix".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
+    }
+
+    #[test]
+    fn quantization_settings_are_checked() {
+        let cfg = RunConfig::load(
+            None,
+            &[
+                "method=lora".into(),
+                "quantize=nf4".into(),
+                "double_quant=true".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.quant_config(), Some(QuantConfig::qlora()));
+        let err = RunConfig::load(None, &["quantize=nf3".into()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("nf3") && msg.contains("quantize"), "{msg}");
+        for method in ["full", "bitfit"] {
+            let err = RunConfig::load(None, &[format!("method={method}"), "quantize=nf4".into()])
+                .unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("quantize") && msg.contains("frozen"), "{msg}");
+        }
+        let err = RunConfig::load(None, &["quantize=int8".into(), "quant_block_size=7".into()])
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("quant_block_size = 7"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_model::loader::{load_for_classification, load_tokenizer, resolve_model_dir};
-use adalora_model::BertForSequenceClassification;
+use adalora_model::{quantize_base, BertForSequenceClassification};
 use anyhow::{bail, Context};
 use burn::backend::NdArray;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use crate::config::RunConfig;
 use crate::eval::{evaluate_split, predict_logits};
 use crate::io::{read_json, RunDir};
 use crate::merge::write_hf_model;
-use crate::peft::{load_peft_adapter, CONFIG_FILE};
+use crate::peft::{load_peft_adapter, read_adapter_quantization, CONFIG_FILE};
 use crate::task::{prepare_task, PreparedTask};
 
 type Cpu = NdArray<f32>;
@@ -104,6 +104,15 @@ pub fn load_model(
     if src.weights.join(CONFIG_FILE).is_file() {
         let (base, _, _) =
             load_for_classification::<Cpu>(&src.model_dir, num_labels, src.config.seed, &device)?;
+        // The base the adapter was trained on: quantized as the run (or the adapter) records.
+        let quant = match src.config.quant_config() {
+            Some(q) => Some(q),
+            None => read_adapter_quantization(&src.weights)?,
+        };
+        let base = match quant {
+            Some(q) => quantize_base(base, q)?.0,
+            None => base,
+        };
         let (model, _) = load_peft_adapter(base, &src.weights, &device)?;
         Ok(model)
     } else if src.weights.join("model.safetensors").is_file() {
@@ -171,7 +180,8 @@ pub struct MergeReport {
     pub max_abs_logit_diff: f64,
 }
 
-/// Merge the adapters into the base weights and write an HF model folder; checks on up to
+/// Merge the adapters into the base weights and write an HF model folder (a quantized base is
+/// dequantized first, so the folder is full precision); checks on up to
 /// `check_examples` dev examples that merged and unmerged logits agree.
 pub fn merge(src: &Source, out: &Path, check_examples: usize) -> anyhow::Result<MergeReport> {
     let (mut prepared, tokenizer) = prepare(src)?;

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use adalora_core::{
-    AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig, RankPattern, SvdAdapterConfig,
+    AdaLoraConfig, AdaptedLinear, AdapterHost, BaseLinear, LoraConfig, QuantConfig, RankPattern,
+    SvdAdapterConfig,
 };
 use adalora_model::loader::{write_safetensors, HfTensor};
 use adalora_model::target::module_slots;
@@ -24,6 +25,8 @@ use serde_json::{json, Value};
 use crate::io::atomic_write_json;
 
 const PREFIX: &str = "base_model.model.";
+/// adapter_config.json key recording the base's quantization (QLoRA).
+const QUANT_KEY: &str = "quantization";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
@@ -163,6 +166,11 @@ pub fn save_peft_adapter<B: Backend>(
         "revision": null,
     });
     let obj = config.as_object_mut().expect("object");
+    if let Some(q) = base_quantization(model) {
+        // Not a PEFT key (PEFT warns and ignores it): how to rebuild the base this adapter was
+        // trained on.
+        obj.insert(QUANT_KEY.into(), serde_json::to_value(q)?);
+    }
     match kind {
         AdapterKind::Lora(l) => {
             obj.insert("peft_type".into(), json!("LORA"));
@@ -320,6 +328,30 @@ pub fn read_adapter_config(dir: &Path) -> anyhow::Result<Value> {
     crate::io::read_json(&dir.join(CONFIG_FILE))
 }
 
+/// The quantization an adapter's base was trained with (`quantization` in its config), if any.
+pub fn read_adapter_quantization(dir: &Path) -> anyhow::Result<Option<QuantConfig>> {
+    let cfg = read_adapter_config(dir)?;
+    match cfg.get(QUANT_KEY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "{}: bad `{QUANT_KEY}` entry {v}",
+                    dir.join(CONFIG_FILE).display()
+                )
+            }),
+    }
+}
+
+/// The quantization of the model's base (every dense base shares one setting).
+fn base_quantization<B: Backend>(model: &BertForSequenceClassification<B>) -> Option<QuantConfig> {
+    model
+        .adapted_linears()
+        .into_iter()
+        .find_map(|l| l.base().as_quantized().map(|q| q.weight.config))
+}
+
 fn adapter_kind(file: &AdapterConfigFile) -> anyhow::Result<AdapterKind> {
     let peft_type: String = file.get("peft_type", String::new())?;
     let dropout: f64 = file.get("lora_dropout", 0.0)?;
@@ -403,7 +435,7 @@ pub fn load_peft_adapter<B: Backend>(
                     continue;
                 }
                 let base = plain_base(layer, &slot.path)?;
-                let [d_in, d_out] = base.weight.dims();
+                let [d_in, d_out] = base.dims();
                 let (r, source) = file.lora_rank(&format!("bert.{}", slot.path), lc.r)?;
                 let a = take_shaped(
                     &mut tensors,
@@ -448,7 +480,7 @@ pub fn load_peft_adapter<B: Backend>(
                     );
                 }
                 let base = plain_base(layer, &slot.path)?;
-                let [d_in, d_out] = base.weight.dims();
+                let [d_in, d_out] = base.dims();
                 let context =
                     || format!("rank_pattern[{pattern_key:?}] / init_r keep {stored} triplets");
                 let a = take_shaped(&mut tensors, &format!("{key}.lora_A"), &[stored, d_in], dir)
@@ -516,7 +548,10 @@ pub fn load_peft_adapter<B: Backend>(
     Ok((model, kind))
 }
 
-fn plain_base<B: Backend>(layer: &mut AdaptedLinear<B>, path: &str) -> anyhow::Result<Linear<B>> {
+fn plain_base<B: Backend>(
+    layer: &mut AdaptedLinear<B>,
+    path: &str,
+) -> anyhow::Result<BaseLinear<B>> {
     match layer {
         AdaptedLinear::Plain(l) => Ok(l.clone()),
         _ => bail!("{path} already carries an adapter"),

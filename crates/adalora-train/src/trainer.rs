@@ -13,7 +13,9 @@ use adalora_core::{
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::target::module_slots;
-use adalora_model::{apply_method_with_ranks, BertForSequenceClassification, Method, ParamReport};
+use adalora_model::{
+    apply_method_with_ranks, BertForSequenceClassification, Method, ParamReport, QuantReport,
+};
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -148,6 +150,9 @@ pub struct Summary {
     pub target_total_rank: Option<usize>,
     pub train_seconds: f64,
     pub train_examples_per_second: f64,
+    /// The quantized base (QLoRA): bytes in memory and quantization error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantReport>,
 }
 
 pub struct TrainOptions {
@@ -194,14 +199,15 @@ pub fn method_of(cfg: &RunConfig, total_steps: usize) -> anyhow::Result<Method> 
     })
 }
 
-/// Base model + task head + method, with deterministic parameter ids.
+/// Base model (quantized if the config says so) + task head + method, with deterministic
+/// parameter ids.
 pub fn build_model<B: AutodiffBackend>(
     cfg: &RunConfig,
     model_dir: &Path,
     num_labels: usize,
     total_steps: usize,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, ParamReport)> {
+) -> anyhow::Result<(Model<B>, ParamReport, Option<QuantReport>)> {
     B::seed(device, cfg.seed);
     let (mut model, _, _) = adalora_model::loader::load_for_classification::<B>(
         model_dir, num_labels, cfg.seed, device,
@@ -209,6 +215,13 @@ pub fn build_model<B: AutodiffBackend>(
     if let Some(p) = cfg.train.classifier_dropout {
         model.dropout = burn::nn::DropoutConfig::new(p).init();
     }
+    let (model, quant) = match cfg.quant_config() {
+        Some(q) => {
+            let (model, report) = adalora_model::quantize_base(model, q)?;
+            (model, Some(report))
+        }
+        None => (model, None),
+    };
     let (model, report) = apply_method_with_ranks(
         model,
         &method_of(cfg, total_steps)?,
@@ -216,7 +229,7 @@ pub fn build_model<B: AutodiffBackend>(
         &cfg.lora.rank_pattern,
         device,
     )?;
-    Ok((renumber_params(model), report))
+    Ok((renumber_params(model), report, quant))
 }
 
 fn step_seed(seed: u64, step: usize) -> u64 {
@@ -324,6 +337,7 @@ struct Run<'a> {
     batches_per_epoch: usize,
     metrics: MetricsLog,
     report: ParamReport,
+    quant: Option<QuantReport>,
 }
 
 pub fn train_on<B: AutodiffBackend>(
@@ -382,7 +396,8 @@ pub fn train_on<B: AutodiffBackend>(
         .max_steps
         .unwrap_or(cfg.train.epochs * batches_per_epoch);
     let num_labels = prepared.task.kind.num_outputs();
-    let (model, report) = build_model::<B>(&cfg, &model_dir, num_labels, total_steps, device)?;
+    let (model, report, quant) =
+        build_model::<B>(&cfg, &model_dir, num_labels, total_steps, device)?;
     if !resume {
         let mut text = format!(
             "# Resolved configuration of this run (lr = {}, total_steps = {total_steps}).\n",
@@ -392,6 +407,9 @@ pub fn train_on<B: AutodiffBackend>(
         atomic_write(&dir.config(), text.as_bytes())?;
     }
     eprintln!("{}", report.table());
+    if let Some(q) = &quant {
+        eprintln!("{}", q.summary());
+    }
     let names: Vec<String> = adalora_data::evaluate(
         prepared.task.metric,
         &prepared.task.dev[0].gold(),
@@ -435,6 +453,7 @@ pub fn train_on<B: AutodiffBackend>(
         batches_per_epoch,
         metrics,
         report,
+        quant,
     };
     run.train_loop(model, optimizer, state, opts, device)
 }
@@ -906,6 +925,7 @@ impl Run<'_> {
             target_total_rank,
             train_seconds: state.train_seconds,
             train_examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
+            quantization: self.quant.clone(),
         };
         // Written last: its presence marks the run as finished.
         atomic_write_json(&self.dir.summary(), &summary)?;
