@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use adalora_train::io::{read_json, RunDir};
 use adalora_train::{MethodKind, RunConfig};
-use serde::Deserialize;
 use anyhow::Context;
+use serde::Deserialize;
 
 /// Module rows in the paper's order (Figure 3), with their paper names.
 pub const MODULE_ORDER: [(&str, &str); 7] = [
