@@ -5,7 +5,8 @@
 //! base = "quickstart.toml"        # optional run configuration, relative to this file
 //! [set]                           # settings shared by every run (dotted keys)
 //! "train.epochs" = 1
-//! [sweep]                         # one axis per key: a list of values, crossed
+//! [sweep]                         # one axis per key: a list of values, crossed in
+//!                                 # alphabetical order of the keys (the last varies fastest)
 //! method = ["lora", "adalora"]
 //! seed = [1, 2, 3]
 //! budget = [                      # a list of tables: settings that move together
@@ -26,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::config::apply_override;
-use adalora_train::io::fnv1a64;
+use adalora_train::io::fnv1a;
 use adalora_train::RunConfig;
 use anyhow::{bail, Context};
 
@@ -292,7 +293,7 @@ impl SweepSpec {
                 overrides.join(" ")
             )
         })?;
-        let hash = format!("{:016x}", fnv1a64(config.to_toml()?.as_bytes()));
+        let hash = fnv1a(config.to_toml()?.as_bytes());
         Ok(PlannedRun {
             label: sanitize(&label),
             settings,
