@@ -1,6 +1,7 @@
 //! `adalora`: fine-tune BERT-family encoders with full FT, BitFit, LoRA or AdaLoRA; evaluate,
 //! merge and embed; plan AdaLoRA budget schedules.
 
+mod bench;
 mod commands;
 mod plot;
 mod schedule;
@@ -34,6 +35,9 @@ enum Command {
     PlotRanks(plot::PlotRanksArgs),
     /// Print the AdaLoRA budget schedule b(t) as CSV (step,budget,mask) and optionally plot it.
     Schedule(schedule::ScheduleArgs),
+    /// Time training steps, the allocator, eval throughput and peak memory (full FT, LoRA,
+    /// AdaLoRA); table on screen, optionally CSV.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -46,6 +50,7 @@ fn main() {
         Command::Encode(args) => commands::encode(&args),
         Command::PlotRanks(args) => plot::run(&args),
         Command::Schedule(args) => schedule::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

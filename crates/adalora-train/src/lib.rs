@@ -5,6 +5,7 @@
 //! checkpoints and exact resume ([`params`], [`trainer`]), adapters in PEFT's on-disk layout
 //! ([`peft`]), merged HF exports ([`merge`]), and safe file output ([`io`]).
 
+pub mod bench;
 pub mod clip;
 pub mod config;
 pub mod eval;
@@ -18,4 +19,9 @@ pub mod task;
 pub mod trainer;
 
 pub use config::{MethodKind, RunConfig};
+
+/// The CPU backend every command trains on (and its inference half for eval/merge/predict):
+/// ndarray with OpenBLAS for the matrix products.
+pub type CpuBackend = burn::backend::NdArray<f32>;
+pub type CpuTrain = burn::backend::Autodiff<CpuBackend>;
 pub use trainer::{train, Summary, TrainOptions};
