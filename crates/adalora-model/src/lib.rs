@@ -10,6 +10,7 @@
 //!   `bert.` prefix), model-folder resolution, export back to HF layout.
 //! * [`target`]: adapter injection by target spec (peft's `target_modules`), fine-tuning
 //!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report.
+//! * [`ops`]: attention building blocks shared by the encoder families.
 //! * [`encode`]: sentence embeddings (mean/CLS pooling) to CSV for the CLI.
 
 pub mod bert;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod loader;
+pub mod ops;
 pub mod target;
 
 pub use bert::{BertForSequenceClassification, BertInput, BertModel, BertOutput};

@@ -77,9 +77,9 @@ pub struct BenchOptions {
 /// Which burn CPU backend to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuKernels {
-    /// ndarray + OpenBLAS: what `adalora train` uses.
+    /// ndarray + OpenBLAS (the CPU backend before burn-flex).
     Ndarray,
-    /// burn-flex: SIMD/rayon element-wise ops, `gemm` matrix products.
+    /// burn-flex ([`crate::CpuBackend`], what `adalora train` uses).
     Flex,
 }
 
