@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod clip;
 pub mod config;
+pub mod decay;
 pub mod eval;
 pub mod io;
 pub mod lr;
