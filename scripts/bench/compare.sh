@@ -19,6 +19,8 @@ REPS=${REPS:-5}
 THREADS=${THREADS:-2}
 METHODS=${METHODS:-full,lora,adalora}
 SHAPES=${SHAPES:-32x128,32x64}
+# burn-flex measured faster than ndarray + OpenBLAS (what `adalora train` still uses).
+BACKEND=${BACKEND:-flex}
 OUT=${OUT:-results/bench/$(date -u +%Y-%m-%d)}
 BIN=target/release/adalora
 
@@ -28,7 +30,7 @@ cargo build --release -p adalora-cli
   || { echo "error: $PYTHON lacks torch/transformers/peft (set PYTHON=...)" >&2; exit 1; }
 
 {
-  echo "command: ROUNDS=$ROUNDS WARMUP=$WARMUP REPS=$REPS THREADS=$THREADS METHODS=$METHODS SHAPES=$SHAPES scripts/bench/compare.sh"
+  echo "command: BACKEND=$BACKEND ROUNDS=$ROUNDS WARMUP=$WARMUP REPS=$REPS THREADS=$THREADS METHODS=$METHODS SHAPES=$SHAPES scripts/bench/compare.sh"
   echo "date: $(date -u +%FT%TZ)"
   echo "git: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
   echo "load before: $(cat /proc/loadavg)"
@@ -46,7 +48,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for shape in ${SHAPES//,/ }; do
       tag="r${round}_${method}_${shape}"
       echo "== round $round: $method $shape (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-      "$BIN" bench --methods "$method" --shapes "$shape" "${common[@]}" \
+      "$BIN" bench --backend "$BACKEND" --methods "$method" --shapes "$shape" "${common[@]}" \
         --csv "$OUT/raw/ours_$tag.csv" > /dev/null
       "$PYTHON" scripts/bench/peft_bench.py --methods "$method" --shapes "$shape" \
         --threads "$THREADS" "${common[@]}" --csv "$OUT/raw/peft_$tag.csv" 2> /dev/null

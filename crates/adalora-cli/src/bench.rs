@@ -35,8 +35,8 @@ pub struct BenchArgs {
     /// cpu | cuda (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CPU backend: flex (burn-flex, what `train` uses) | ndarray (ndarray + OpenBLAS).
-    #[arg(long, default_value = "flex")]
+    /// CPU backend: ndarray (ndarray + OpenBLAS, what `train` uses) | flex (burn-flex).
+    #[arg(long, default_value = "ndarray")]
     backend: String,
     #[arg(long, default_value_t = 42)]
     seed: u64,

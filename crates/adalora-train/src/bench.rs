@@ -77,9 +77,9 @@ pub struct BenchOptions {
 /// Which burn CPU backend to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuKernels {
-    /// ndarray + OpenBLAS (the CPU backend before burn-flex).
+    /// ndarray + OpenBLAS ([`crate::CpuBackend`], what `adalora train` uses).
     Ndarray,
-    /// burn-flex ([`crate::CpuBackend`], what `adalora train` uses).
+    /// burn-flex: SIMD/rayon element-wise ops, `gemm` matrix products.
     Flex,
 }
 
