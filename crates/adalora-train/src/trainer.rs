@@ -13,7 +13,7 @@ use adalora_core::{
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::target::module_slots;
-use adalora_model::{apply_method, BertForSequenceClassification, Method, ParamReport};
+use adalora_model::{apply_method_with_ranks, BertForSequenceClassification, Method, ParamReport};
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -136,7 +136,9 @@ pub struct Summary {
     pub task: String,
     pub method: String,
     pub model_dir: String,
-    /// [`fingerprint`] of the base model: `eval --run … --model DIR` checks DIR against it.
+    /// [`fingerprint`] of the base model: `eval --run … --model DIR` checks DIR against it
+    /// (empty in runs from before it was recorded: nothing to check).
+    #[serde(default)]
     pub model_fingerprint: String,
     pub run_dir: String,
     pub total_steps: usize,
@@ -213,7 +215,13 @@ pub fn build_model<B: AutodiffBackend>(
     if let Some(p) = cfg.train.classifier_dropout {
         model.dropout = burn::nn::DropoutConfig::new(p).init();
     }
-    let (model, report) = apply_method(model, &method_of(cfg, total_steps)?, &cfg.target, device)?;
+    let (model, report) = apply_method_with_ranks(
+        model,
+        &method_of(cfg, total_steps)?,
+        &cfg.target,
+        &cfg.lora.rank_pattern,
+        device,
+    )?;
     Ok((renumber_params(model), report))
 }
 
