@@ -12,6 +12,7 @@ fn adalora(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_adalora"))
         .args(args)
         .env("OPENBLAS_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1")
         .output()
         .expect("run adalora")
 }

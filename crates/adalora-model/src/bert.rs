@@ -155,7 +155,7 @@ impl<B: Backend> BertLayer<B> {
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()) + mask;
+        let scores = crate::ops::attention_scores(q, k, mask);
         let probs = self.attention_dropout.forward(softmax(scores, 3));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
         let attn = self

@@ -10,6 +10,7 @@
 //!   `bert.` prefix), model-folder resolution, export back to HF layout.
 //! * [`target`]: adapter injection by target spec (peft's `target_modules`), fine-tuning
 //!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report.
+//! * [`ops`]: attention building blocks shared by the encoder families.
 //! * [`quantize`]: the QLoRA pass that stores every frozen dense weight in NF4/FP4/int8.
 //! * [`encode`]: sentence embeddings (mean/CLS pooling) to CSV for the CLI.
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod loader;
+pub mod ops;
 pub mod quantize;
 pub mod target;
 

@@ -5,6 +5,7 @@
 //! checkpoints and exact resume ([`params`], [`trainer`]), adapters in PEFT's on-disk layout
 //! ([`peft`]), merged HF exports ([`merge`]), and safe file output ([`io`]).
 
+pub mod bench;
 pub mod clip;
 pub mod config;
 pub mod decay;
@@ -19,4 +20,11 @@ pub mod task;
 pub mod trainer;
 
 pub use config::{MethodKind, RunConfig};
+
+/// The CPU backend every command trains on (and its inference half for eval/merge/predict):
+/// ndarray with OpenBLAS. burn-flex measured faster in `adalora bench --backend flex` (LoRA
+/// 32×128 steps 17–18 s vs 24–26 s, alternating, loaded 2-core machine); switching this alias
+/// to `burn_flex::Flex` waits for the end-to-end suite (resume bit-identity) to pass on it.
+pub type CpuBackend = burn::backend::NdArray<f32>;
+pub type CpuTrain = burn::backend::Autodiff<CpuBackend>;
 pub use trainer::{train, Summary, TrainOptions};

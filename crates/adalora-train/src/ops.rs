@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use adalora_model::loader::{load_for_classification, load_tokenizer, resolve_model_dir};
 use adalora_model::{quantize_base, BertForSequenceClassification};
 use anyhow::{bail, Context};
-use burn::backend::NdArray;
 use serde::Serialize;
 
 use crate::config::RunConfig;
@@ -16,7 +15,7 @@ use crate::merge::write_hf_model;
 use crate::peft::{load_peft_adapter, read_adapter_quantization, CONFIG_FILE};
 use crate::task::{prepare_task, PreparedTask};
 
-type Cpu = NdArray<f32>;
+type Cpu = crate::CpuBackend;
 
 /// Where the weights to evaluate/merge come from.
 pub struct Source {

@@ -38,7 +38,7 @@ pub type Model<B> = BertForSequenceClassification<B>;
 type Adam<B> = GroupedAdamW<Model<B>, B>;
 
 /// AdamW, or AdamW wrapped with the AdaLoRA allocator.
-enum TrainOptimizer<B: AutodiffBackend> {
+pub(crate) enum TrainOptimizer<B: AutodiffBackend> {
     Plain(Adam<B>),
     AdaLora(Box<AdaLoraOptimizer<Adam<B>, B>>),
 }
@@ -54,6 +54,14 @@ impl<B: AutodiffBackend> TrainOptimizer<B> {
             TrainOptimizer::Plain(o) => o.step(lr, model, grads),
             TrainOptimizer::AdaLora(o) => o.try_step(lr, model, grads)?,
         })
+    }
+
+    /// The allocator's share of the latest step (AdaLoRA only).
+    pub(crate) fn last_allocation_time(&self) -> Option<std::time::Duration> {
+        match self {
+            TrainOptimizer::AdaLora(o) => Some(o.last_allocation_time()),
+            TrainOptimizer::Plain(_) => None,
+        }
     }
 
     fn allocator(&self) -> Option<&RankAllocator<B::InnerBackend>> {
@@ -168,9 +176,7 @@ pub struct TrainOptions {
 /// Train on the CPU (ndarray + OpenBLAS) or, with the `cuda` feature, on a GPU.
 pub fn train(opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
     match opts.config.device {
-        crate::config::DeviceKind::Cpu => train_on::<
-            burn::backend::Autodiff<burn::backend::NdArray<f32>>,
-        >(opts, &Default::default()),
+        crate::config::DeviceKind::Cpu => train_on::<crate::CpuTrain>(opts, &Default::default()),
         #[cfg(feature = "cuda")]
         crate::config::DeviceKind::Cuda => {
             train_on::<burn::backend::Autodiff<burn::backend::Cuda<f32>>>(opts, &Default::default())
@@ -458,7 +464,7 @@ pub fn train_on<B: AutodiffBackend>(
     run.train_loop(model, optimizer, state, opts, device)
 }
 
-fn make_optimizer<B: AutodiffBackend>(
+pub(crate) fn make_optimizer<B: AutodiffBackend>(
     cfg: &RunConfig,
     model: &Model<B>,
     total_steps: usize,
@@ -487,6 +493,72 @@ fn make_optimizer<B: AutodiffBackend>(
     Ok(TrainOptimizer::AdaLora(Box::new(AdaLoraOptimizer::new(
         adam, allocator,
     ))))
+}
+
+/// A NaN/Inf loss: the step stops before the update (the loop names the step and checkpoint).
+#[derive(Debug)]
+pub(crate) struct NonFiniteLoss(pub f64);
+
+impl std::fmt::Display for NonFiniteLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loss is {}", self.0)
+    }
+}
+
+impl std::error::Error for NonFiniteLoss {}
+
+/// Host values of one optimizer step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLosses {
+    pub loss: f64,
+    pub task_loss: f64,
+    /// The orthogonality term (AdaLoRA), before its weight; 0 otherwise.
+    pub orth_reg: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One training step, as the loop and `adalora bench` both run it: forward, loss (+ the
+/// weighted orthogonality term for AdaLoRA), backward, global clipping, and the optimizer
+/// step (with the allocator inside for AdaLoRA). The losses are read back only after
+/// `backward`, so the host never waits on the forward pass; a non-finite loss is a
+/// [`NonFiniteLoss`] error before the update, which is never applied.
+pub(crate) fn train_step<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    model: Model<B>,
+    optim: &mut TrainOptimizer<B>,
+    batch: &adalora_data::batch::Batch,
+    lr: f64,
+    device: &B::Device,
+) -> anyhow::Result<(Model<B>, StepLosses)> {
+    let logits = model.forward_batch(batch, device)?;
+    let task_loss = model.loss(logits, &batch.labels)?;
+    let orth = (cfg.method == MethodKind::Adalora)
+        .then(|| orthogonal_regularizer(&model.svd_adapters(), cfg.adalora.orth_form, device));
+    let loss = match &orth {
+        Some(reg) => task_loss.clone() + reg.clone().mul_scalar(cfg.adalora.orth_reg_weight),
+        None => task_loss.clone(),
+    };
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let value = |t: burn::tensor::Tensor<B, 1>| t.into_scalar().elem::<f64>();
+    let losses = StepLosses {
+        loss: value(loss),
+        task_loss: value(task_loss),
+        orth_reg: orth.map(value).unwrap_or(0.0),
+        grad_norm: 0.0,
+    };
+    if !losses.loss.is_finite() {
+        return Err(NonFiniteLoss(losses.loss).into());
+    }
+    let grad_norm = clip_global_norm(&model, &mut grads, cfg.train.max_grad_norm);
+    let model = optim.step(lr, model, grads)?;
+    Ok((
+        model,
+        StepLosses {
+            grad_norm,
+            ..losses
+        },
+    ))
 }
 
 impl Run<'_> {
@@ -551,45 +623,29 @@ impl Run<'_> {
                     break;
                 }
                 B::seed(device, step_seed(cfg.seed, state.step));
-                let logits = model.forward_batch(&batch, device)?;
-                let task_loss = model.loss(logits, &batch.labels)?;
-                let (loss, orth) = match cfg.method {
-                    MethodKind::Adalora => {
-                        let reg = orthogonal_regularizer(
-                            &model.svd_adapters(),
-                            cfg.adalora.orth_form,
-                            device,
-                        );
-                        (
-                            task_loss.clone() + reg.clone().mul_scalar(cfg.adalora.orth_reg_weight),
-                            Some(reg),
-                        )
-                    }
-                    _ => (task_loss.clone(), None),
-                };
-                let loss_value: f64 = loss.clone().into_scalar().elem();
-                if !loss_value.is_finite() {
-                    bail!(
-                        "loss is {loss_value} at step {} (epoch {epoch}); stopping. The last good \
-                         checkpoint is kept in {}: fix the cause (the data, or e.g. a lower \
-                         train.lr in {}) and continue with --resume",
-                        state.step + 1,
-                        self.dir.checkpoint().display(),
-                        self.dir.config().display()
-                    );
-                }
-                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-                let grad_norm = clip_global_norm(&model, &mut grads, cfg.train.max_grad_norm);
                 let lr_now = lr.lr(state.step);
-                model = optim.step(lr_now, model, grads)?;
+                let (next, losses) = train_step(cfg, model, &mut optim, &batch, lr_now, device)
+                    .map_err(|e| match e.downcast_ref::<NonFiniteLoss>() {
+                        Some(NonFiniteLoss(loss_value)) => anyhow::anyhow!(
+                            "loss is {loss_value} at step {} (epoch {epoch}); stopping. The last \
+                             good checkpoint is kept in {}: fix the cause (the data, or e.g. a \
+                             lower train.lr in {}) and continue with --resume",
+                            state.step + 1,
+                            self.dir.checkpoint().display(),
+                            self.dir.config().display()
+                        ),
+                        None => e,
+                    })?;
+                model = next;
+                let loss_value = losses.loss;
                 state.step += 1;
                 state.batch_in_epoch += 1;
                 state.examples_seen += batch.batch_size;
                 let w = &mut state.window;
-                w.loss += loss_value;
-                w.task_loss += task_loss.into_scalar().elem::<f64>();
-                w.orth_reg += orth.map(|r| r.into_scalar().elem::<f64>()).unwrap_or(0.0);
-                w.grad_norm += grad_norm;
+                w.loss += losses.loss;
+                w.task_loss += losses.task_loss;
+                w.orth_reg += losses.orth_reg;
+                w.grad_norm += losses.grad_norm;
                 w.steps += 1;
 
                 let budget = optim.allocator().map(|a| a.budget());
