@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Bring up a single-node Slurm on this machine (slurmctld + slurmd as root on its own host name,
+# munge for authentication), for `adalora sweep --executor slurm` and its end-to-end tests.
+# Everything lives in $ADALORA_SLURM_DIR (default /tmp/adalora-slurm): slurm.conf, the munge key
+# and socket, the daemons' state, pid files and logs. Idempotent: a running cluster is left as
+# is. Waits until `sinfo` shows the node idle; on failure prints the daemons' logs and exits 1.
+# Use it with:  export SLURM_CONF=$ADALORA_SLURM_DIR/slurm.conf   (printed at the end)
+# Stop it with: scripts/slurm-down.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/slurm-env.sh"
+D="$ADALORA_SLURM_DIR"
+MUNGE_SOCKET="$D/munge/munge.socket.2"
+NODE="$(hostname -s)"
+
+fail() {
+  echo "slurm-up: $*" >&2
+  for log in "$D"/log/*.log; do
+    [ -f "$log" ] || continue
+    echo "---- last lines of $log" >&2
+    tail -n 25 "$log" >&2
+  done
+  exit 1
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+node_state() { sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -n 1; }
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local secs="$1" what="$2"; shift 2
+  for _ in $(seq "$secs"); do "$@" && return 0; sleep 1; done
+  fail "$what did not happen within ${secs}s"
+}
+
+[ "$(id -u)" -eq 0 ] || { echo "slurm-up: run as root (slurmd must start jobs as their users)" >&2; exit 1; }
+"$ROOT/scripts/setup-system.sh" slurm-wlm munge
+
+if alive "$D/slurmctld.pid" && alive "$D/slurmd.pid" && [ "$(node_state)" = idle ]; then
+  echo "slurm-up: already running ($SLURM_CONF)"
+  exit 0
+fi
+"$ROOT/scripts/slurm-down.sh" >/dev/null 2>&1 || true
+mkdir -p "$D/munge" "$D/log" "$D/ctld" "$D/spool"
+chmod 700 "$D/munge"
+
+# munge refuses to start without a key, so create ours first (per cluster: a fresh random key).
+[ -f "$D/munge/munge.key" ] || mungekey --create --keyfile="$D/munge/munge.key"
+chmod 600 "$D/munge/munge.key"
+munged --force --key-file="$D/munge/munge.key" --socket="$MUNGE_SOCKET" \
+  --pid-file="$D/munge/munged.pid" --log-file="$D/log/munged.log" --seed-file="$D/munge/seed" \
+  || fail "munged did not start"
+wait_for 10 "munge answering on $MUNGE_SOCKET" \
+  sh -c "munge -n -S '$MUNGE_SOCKET' | unmunge -S '$MUNGE_SOCKET' >/dev/null 2>&1"
+
+# The node as this machine sees it; a little memory is kept back so slurmd never reports less
+# than configured (which would drain the node).
+CPUS="$(nproc)"
+MEM_MB="$(free -m | awk '/^Mem:/ { print int($2 * 0.95) }')"
+cat > "$SLURM_CONF" <<CONF
+# Written by scripts/slurm-up.sh: a single-node cluster for adalora sweeps.
+ClusterName=adalora
+SlurmctldHost=$NODE
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$MUNGE_SOCKET
+StateSaveLocation=$D/ctld
+SlurmdSpoolDir=$D/spool
+SlurmctldPidFile=$D/slurmctld.pid
+SlurmdPidFile=$D/slurmd.pid
+SlurmctldLogFile=$D/log/slurmctld.log
+SlurmdLogFile=$D/log/slurmd.log
+# No cgroups in containers: track processes through /proc and bind nothing.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SwitchType=switch/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=$((MEM_MB / CPUS))
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2
+ReturnToService=2
+# Finished jobs stay visible to scontrol for 10 minutes; their final states go to a text log.
+MinJobAge=600
+JobCompType=jobcomp/filetxt
+JobCompLoc=$D/log/jobcomp.log
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+SlurmctldTimeout=30
+SlurmdTimeout=60
+NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+PartitionName=local Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+CONF
+
+slurmctld -c -f "$SLURM_CONF" || fail "slurmctld did not start"
+wait_for 20 "slurmctld answering" sh -c "scontrol ping >/dev/null 2>&1"
+slurmd -f "$SLURM_CONF" || fail "slurmd did not start"
+wait_for 60 "node $NODE idle in sinfo" sh -c "[ \"\$(sinfo -h -N -n '$NODE' -o %T 2>/dev/null | head -n 1)\" = idle ]"
+echo "slurm-up: node $NODE idle ($CPUS CPUs, $MEM_MB MB)"
+echo "export SLURM_CONF=$SLURM_CONF"
