@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the single-node Slurm started by scripts/slurm-up.sh: cancel its jobs, stop slurmd,
-# slurmctld and munged by their pid files, and remove $ADALORA_SLURM_DIR. Safe to run twice.
+# slurmctld, slurmdbd, MariaDB and munged by their pid files, and remove $ADALORA_SLURM_DIR.
+# Safe to run twice.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/slurm-env.sh"
@@ -24,5 +25,7 @@ if [ -f "$SLURM_CONF" ] && [ -f "$D/slurmctld.pid" ]; then
 fi
 stop "$D/slurmd.pid" slurmd
 stop "$D/slurmctld.pid" slurmctld
+stop "$D/slurmdbd.pid" slurmdbd
+stop "$D/db/mariadb.pid" mariadb
 stop "$D/munge/munged.pid" munged
 rm -rf "$D"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Bring up a single-node Slurm on this machine (slurmctld + slurmd as root on its own host name,
-# munge for authentication), for `adalora sweep --executor slurm` and its end-to-end tests.
-# Everything lives in $ADALORA_SLURM_DIR (default /tmp/adalora-slurm): slurm.conf, the munge key
-# and socket, the daemons' state, pid files and logs. Idempotent: a running cluster is left as
-# is. Waits until `sinfo` shows the node idle; on failure prints the daemons' logs and exits 1.
+# munge for authentication, slurmdbd on a private MariaDB so that `sacct` works), for
+# `adalora sweep --executor slurm` and its end-to-end tests. Everything lives in
+# $ADALORA_SLURM_DIR (default /tmp/adalora-slurm): slurm.conf, slurmdbd.conf, the munge key and
+# socket, the database, the daemons' state, pid files and logs. Idempotent: a running cluster
+# is left as is. Waits until `sinfo` shows the node idle and `sacct` answers; on failure prints
+# the daemons' logs and exits 1.
 # Use it with:  export SLURM_CONF=$ADALORA_SLURM_DIR/slurm.conf   (printed at the end)
 # Stop it with: scripts/slurm-down.sh
 set -euo pipefail
@@ -12,6 +14,8 @@ source "$ROOT/scripts/slurm-env.sh"
 D="$ADALORA_SLURM_DIR"
 MUNGE_SOCKET="$D/munge/munge.socket.2"
 NODE="$(hostname -s)"
+DB_PORT=6830   # MariaDB of the accounting database
+DBD_PORT=6819  # slurmdbd
 
 fail() {
   echo "slurm-up: $*" >&2
@@ -34,14 +38,15 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 [ "$(id -u)" -eq 0 ] || { echo "slurm-up: run as root (slurmd must start jobs as their users)" >&2; exit 1; }
-"$ROOT/scripts/setup-system.sh" slurm-wlm munge
+"$ROOT/scripts/setup-system.sh" slurm-wlm munge slurmdbd mariadb-server
 
-if alive "$D/slurmctld.pid" && alive "$D/slurmd.pid" && [ "$(node_state)" = idle ]; then
+if alive "$D/slurmdbd.pid" && alive "$D/slurmctld.pid" && alive "$D/slurmd.pid" \
+  && [ "$(node_state)" = idle ]; then
   echo "slurm-up: already running ($SLURM_CONF)"
   exit 0
 fi
 "$ROOT/scripts/slurm-down.sh" >/dev/null 2>&1 || true
-mkdir -p "$D/munge" "$D/log" "$D/ctld" "$D/spool"
+mkdir -p "$D/munge" "$D/log" "$D/ctld" "$D/spool" "$D/db"
 chmod 700 "$D/munge"
 
 # munge refuses to start without a key, so create ours first (per cluster: a fresh random key).
@@ -52,6 +57,18 @@ munged --force --key-file="$D/munge/munge.key" --socket="$MUNGE_SOCKET" \
   || fail "munged did not start"
 wait_for 10 "munge answering on $MUNGE_SOCKET" \
   sh -c "munge -n -S '$MUNGE_SOCKET' | unmunge -S '$MUNGE_SOCKET' >/dev/null 2>&1"
+
+# Job accounting (sacct) goes through slurmdbd into a MariaDB of our own: TCP on localhost only,
+# a port of its own so a system database is never touched.
+mariadb-install-db --user=root --datadir="$D/db/data" --auth-root-authentication-method=socket \
+  --skip-test-db >"$D/log/mariadb-install.log" 2>&1 || fail "mariadb-install-db failed"
+mariadbd --user=root --datadir="$D/db/data" --socket="$D/db/mariadb.sock" \
+  --bind-address=127.0.0.1 --port="$DB_PORT" --pid-file="$D/db/mariadb.pid" \
+  --log-error="$D/log/mariadb.log" --innodb-buffer-pool-size=32M >/dev/null 2>&1 &
+wait_for 60 "MariaDB answering" sh -c "mariadb -S '$D/db/mariadb.sock' -e 'SELECT 1' >/dev/null 2>&1"
+DB_PASS="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+mariadb -S "$D/db/mariadb.sock" -e "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+  GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || fail "creating the accounting database user failed"
 
 # The node as this machine sees it; a little memory is kept back so slurmd never reports less
 # than configured (which would drain the node).
@@ -83,11 +100,13 @@ DefMemPerCPU=$((MEM_MB / CPUS))
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 ReturnToService=2
-# Finished jobs stay visible to scontrol for 10 minutes; their final states go to a text log.
+# Finished jobs stay visible to scontrol for 10 minutes (sacct keeps them for good).
 MinJobAge=600
-JobCompType=jobcomp/filetxt
-JobCompLoc=$D/log/jobcomp.log
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$NODE
+AccountingStoragePort=$DBD_PORT
+# (with munge, the "password" is the munge socket to use)
+AccountingStoragePass=$MUNGE_SOCKET
 JobAcctGatherType=jobacct_gather/none
 SlurmctldTimeout=30
 SlurmdTimeout=60
@@ -95,9 +114,29 @@ NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=local Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
 
+# slurmdbd reads slurmdbd.conf beside slurm.conf; it holds the database password, so 0600.
+(umask 077; cat > "$D/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
+DbdHost=$NODE
+DbdPort=$DBD_PORT
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+PidFile=$D/slurmdbd.pid
+LogFile=$D/log/slurmdbd.log
+CONF
+)
+slurmdbd || fail "slurmdbd did not start"
+wait_for 60 "slurmdbd listening on port $DBD_PORT" sh -c "grep -q 'slurmdbd version .* started' '$D/log/slurmdbd.log'"
 slurmctld -c -f "$SLURM_CONF" || fail "slurmctld did not start"
 wait_for 20 "slurmctld answering" sh -c "scontrol ping >/dev/null 2>&1"
 slurmd -f "$SLURM_CONF" || fail "slurmd did not start"
+wait_for 60 "sacct answering" sh -c "sacct --noheader >/dev/null 2>&1"
 wait_for 60 "node $NODE idle in sinfo" sh -c "[ \"\$(sinfo -h -N -n '$NODE' -o %T 2>/dev/null | head -n 1)\" = idle ]"
 echo "slurm-up: node $NODE idle ($CPUS CPUs, $MEM_MB MB)"
 echo "export SLURM_CONF=$SLURM_CONF"
