@@ -45,6 +45,10 @@ pub struct TrainArgs {
     /// LoRA rank.
     #[arg(long)]
     r: Option<usize>,
+    /// LoRA with fixed per-module ranks from an AdaLoRA run's rank_pattern.json (no schedule;
+    /// rank-0 modules stay unadapted).
+    #[arg(long, value_name = "FILE")]
+    rank_pattern: Option<PathBuf>,
     /// α of LoRA or AdaLoRA (whichever --method is).
     #[arg(long)]
     alpha: Option<f64>,
@@ -147,6 +151,12 @@ impl TrainArgs {
             self.skip_bad_rows.then(|| "true".into()),
         );
         push("lora.r", self.r.map(|v| v.to_string()));
+        push(
+            "lora.rank_pattern_file",
+            self.rank_pattern
+                .as_ref()
+                .map(|p| q(&p.display().to_string())),
+        );
         let alpha_section = if method == Some(adalora_train::MethodKind::Lora) {
             "lora.alpha"
         } else {

@@ -4,6 +4,7 @@
 mod commands;
 mod plot;
 mod schedule;
+mod study;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,12 @@ enum Command {
     Encode(commands::EncodeArgs),
     /// Heatmap of a run's final rank per layer and module (AdaLoRA paper, Figure 3).
     PlotRanks(plot::PlotRanksArgs),
+    /// Run a sweep file's grid of runs (resumable; -j parallel processes); writes the report and figures.
+    Sweep(study::SweepArgs),
+    /// Table-1-style report (Markdown + CSV) of a sweep folder.
+    Report(study::ReportArgs),
+    /// Figures of a run, several runs (curves) or a sweep (PNG + SVG).
+    Plot(study::PlotArgs),
     /// Print the AdaLoRA budget schedule b(t) as CSV (step,budget,mask) and optionally plot it.
     Schedule(schedule::ScheduleArgs),
 }
@@ -46,6 +53,9 @@ fn main() {
         Command::Encode(args) => commands::encode(&args),
         Command::PlotRanks(args) => plot::run(&args),
         Command::Schedule(args) => schedule::run(&args),
+        Command::Sweep(args) => study::sweep(&args),
+        Command::Report(args) => study::report(&args),
+        Command::Plot(args) => study::plot(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -28,4 +28,6 @@ pub use loader::{
     load_tokenizer, resolve_model_dir, save_hf_classifier_safetensors, save_hf_safetensors,
     HeadSource, HfTensor,
 };
-pub use target::{apply_method, Method, ModuleKind, ParamReport, TargetSpec};
+pub use target::{
+    apply_method, apply_method_with_ranks, Method, ModuleKind, ParamReport, TargetSpec,
+};

@@ -2,6 +2,7 @@
 //! convenience flags that map onto them). Unknown keys are errors, so a typo never silently
 //! falls back to a default. The resolved configuration is written into the run folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_core::{AdaLoraConfig, OrthRegForm, ScoreKind, ScoreWeights};
@@ -86,6 +87,14 @@ pub struct LoraSection {
     pub alpha: f64,
     pub dropout: f64,
     pub use_rslora: bool,
+    /// Fixed per-module ranks (HF module path → rank; 0 = not adapted), e.g. the final
+    /// allocation of an AdaLoRA run. Unlisted targeted modules keep `r`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rank_pattern: BTreeMap<String, usize>,
+    /// Read `rank_pattern` from an AdaLoRA run's `rank_pattern.json` (resolved when the
+    /// configuration is loaded, so the run's config.toml holds the ranks themselves).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank_pattern_file: Option<PathBuf>,
 }
 
 impl Default for LoraSection {
@@ -95,6 +104,8 @@ impl Default for LoraSection {
             alpha: 16.0,
             dropout: 0.0,
             use_rslora: false,
+            rank_pattern: BTreeMap::new(),
+            rank_pattern_file: None,
         }
     }
 }
@@ -307,9 +318,13 @@ impl RunConfig {
         let origin = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "command line".into());
-        let cfg: RunConfig = toml::Value::Table(doc)
+        let mut cfg: RunConfig = toml::Value::Table(doc)
             .try_into()
             .with_context(|| format!("invalid configuration ({origin})"))?;
+        if let Some(file) = cfg.lora.rank_pattern_file.take() {
+            cfg.lora.rank_pattern = read_rank_pattern(&file)
+                .with_context(|| format!("lora.rank_pattern_file ({origin})"))?;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -365,6 +380,11 @@ impl RunConfig {
                 bail!("invalid setting train.max_grad_norm = {n}: must be positive (omit it to disable clipping)");
             }
         }
+        if !self.lora.rank_pattern.is_empty() && self.method != MethodKind::Lora {
+            bail!(
+                "invalid setting lora.rank_pattern: a fixed rank pattern applies to method = \"lora\" only"
+            );
+        }
         if self.method == MethodKind::Lora && self.lora.r == 0 {
             bail!("invalid setting lora.r = 0: a LoRA rank must be at least 1");
         }
@@ -381,6 +401,32 @@ impl RunConfig {
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
     }
+}
+
+/// Module path → final rank from a `rank_pattern.json` an AdaLoRA run wrote.
+pub fn read_rank_pattern(path: &Path) -> anyhow::Result<BTreeMap<String, usize>> {
+    let doc: serde_json::Value = crate::io::read_json(path)?;
+    let modules = doc["modules"].as_array().with_context(|| {
+        format!(
+            "{}: no `modules` list (not a rank_pattern.json)",
+            path.display()
+        )
+    })?;
+    modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let path_of = m["path"].as_str();
+            let rank = m["rank"].as_u64();
+            match (path_of, rank) {
+                (Some(p), Some(r)) => Ok((p.to_string(), r as usize)),
+                _ => bail!(
+                    "{}: modules[{i}] needs a string `path` and a count `rank`",
+                    path.display()
+                ),
+            }
+        })
+        .collect()
 }
 
 /// `a.b.c=value`: value parsed as a TOML literal (number, bool, array, quoted string), else

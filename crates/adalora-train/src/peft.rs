@@ -89,6 +89,7 @@ pub fn save_peft_adapter<B: Backend>(
     let mut tensors = Vec::new();
     let mut targets = Vec::new();
     let mut rank_pattern = serde_json::Map::new();
+    let mut lora_ranks = BTreeMap::new();
     let mut svd_index = 0;
     for (slot, layer) in slots.iter().zip(model.adapted_linears()) {
         let key = format!("{PREFIX}bert.{}", slot.path);
@@ -97,6 +98,7 @@ pub fn save_peft_adapter<B: Backend>(
             AdaptedLinear::Lora(l) => {
                 tensors.push(transposed(format!("{key}.lora_A.weight"), l.lora_a.val()));
                 tensors.push(transposed(format!("{key}.lora_B.weight"), l.lora_b.val()));
+                lora_ranks.insert(format!("bert.{}", slot.path), l.rank());
             }
             AdaptedLinear::Svd(s) => {
                 let mask = pattern
@@ -168,7 +170,13 @@ pub fn save_peft_adapter<B: Backend>(
             obj.insert("lora_alpha".into(), json!(l.alpha));
             obj.insert("lora_dropout".into(), json!(l.dropout));
             obj.insert("use_rslora".into(), json!(l.use_rslora));
-            obj.insert("rank_pattern".into(), json!({}));
+            // Modules trained at another rank than `r` (a fixed rank pattern), as PEFT names them.
+            let pattern: serde_json::Map<String, Value> = lora_ranks
+                .into_iter()
+                .filter(|(_, r)| *r != l.r)
+                .map(|(path, r)| (path, json!(r)))
+                .collect();
+            obj.insert("rank_pattern".into(), Value::Object(pattern));
             obj.insert("alpha_pattern".into(), json!({}));
         }
         AdapterKind::AdaLora(a, total_step) => {

@@ -13,7 +13,7 @@ use adalora_core::{
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::target::module_slots;
-use adalora_model::{apply_method, BertForSequenceClassification, Method, ParamReport};
+use adalora_model::{apply_method_with_ranks, BertForSequenceClassification, Method, ParamReport};
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -177,12 +177,8 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
 fn fingerprint(model_dir: &Path, num_labels: usize) -> anyhow::Result<String> {
     let text = std::fs::read(model_dir.join("config.json"))
         .with_context(|| format!("reading {}", model_dir.join("config.json").display()))?;
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in text.iter().chain(num_labels.to_le_bytes().iter()) {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    Ok(format!("{h:016x}"))
+    let bytes: Vec<u8> = text.into_iter().chain(num_labels.to_le_bytes()).collect();
+    Ok(format!("{:016x}", crate::io::fnv1a64(&bytes)))
 }
 
 pub fn method_of(cfg: &RunConfig, total_steps: usize) -> anyhow::Result<Method> {
@@ -209,7 +205,13 @@ pub fn build_model<B: AutodiffBackend>(
     if let Some(p) = cfg.train.classifier_dropout {
         model.dropout = burn::nn::DropoutConfig::new(p).init();
     }
-    let (model, report) = apply_method(model, &method_of(cfg, total_steps)?, &cfg.target, device)?;
+    let (model, report) = apply_method_with_ranks(
+        model,
+        &method_of(cfg, total_steps)?,
+        &cfg.target,
+        &cfg.lora.rank_pattern,
+        device,
+    )?;
     Ok((renumber_params(model), report))
 }
 
