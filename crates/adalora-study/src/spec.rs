@@ -30,10 +30,12 @@ use adalora_train::io::fnv1a64;
 use adalora_train::RunConfig;
 use anyhow::{bail, Context};
 
+use crate::slurm::SlurmOptions;
+
 /// One setting: a dotted `RunConfig` key and its TOML value.
 pub type Setting = (String, toml::Value);
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "name",
     "description",
     "base",
@@ -41,6 +43,7 @@ const TOP_LEVEL_KEYS: [&str; 7] = [
     "sweep",
     "include",
     "exclude",
+    "slurm",
 ];
 
 /// One value of an axis: the settings it applies and a short label for folder names.
@@ -65,6 +68,8 @@ pub struct SweepSpec {
     axes: Vec<Axis>,
     include: Vec<Vec<Setting>>,
     exclude: Vec<Vec<(String, Vec<toml::Value>)>>,
+    /// Resources per run for `--executor slurm` (`[slurm]`; not part of any run's identity).
+    pub slurm: SlurmOptions,
 }
 
 /// One run of the expanded grid.
@@ -210,6 +215,10 @@ impl SweepSpec {
             }
             exclude.push(row);
         }
+        let slurm = match doc.get("slurm") {
+            Some(v) => SlurmOptions::from_toml(v, &file.to_string())?,
+            None => SlurmOptions::default(),
+        };
         let spec = SweepSpec {
             path: path.to_path_buf(),
             name,
@@ -218,6 +227,7 @@ impl SweepSpec {
             axes,
             include,
             exclude,
+            slurm,
         };
         Ok(spec)
     }
