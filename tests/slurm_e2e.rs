@@ -151,7 +151,8 @@ fn dry_run_prints_the_array_script_without_submitting() {
         "#SBATCH --cpus-per-task=1",
         "#SBATCH --mem=2G",
         "#SBATCH --time=10",
-        "--run-index \"$SLURM_ARRAY_TASK_ID\"",
+        "#SBATCH --job-name=adalora-dry",
+        "'--run-index' \"$SLURM_ARRAY_TASK_ID\"",
     ] {
         assert!(script.contains(line), "script lacks {line:?}:\n{script}");
     }
@@ -238,7 +239,16 @@ fn cancelled_array_resumes_without_losing_or_repeating_runs() {
     );
     ok(adalora(&["sweep", f, "--out", s, "--cancel"]));
     let before = rows(&sweep);
-    let first_array = job_id(&before[0]);
+    let run_of = |r: &Value| sweep.join(r["run_dir"].as_str().unwrap());
+    let midway: Vec<usize> = before
+        .iter()
+        .filter(|r| r["status"] != "done" && run_of(r).join("checkpoint/state.json").is_file())
+        .map(|r| r["index"].as_u64().unwrap() as usize)
+        .collect();
+    assert!(
+        !midway.is_empty(),
+        "no run was cancelled part-way: {before:?}"
+    );
     let unfinished = before.iter().filter(|r| r["status"] != "done").count();
     assert!(unfinished >= 2, "cancelled too late: {before:?}");
     let done_before: Vec<(String, std::time::SystemTime)> = before
@@ -288,10 +298,13 @@ fn cancelled_array_resumes_without_losing_or_repeating_runs() {
         resubmitted, unfinished,
         "only unfinished rows are resubmitted"
     );
-    assert_ne!(
-        job_id(&after[before.iter().position(|r| r["status"] != "done").unwrap()]),
-        first_array
-    );
+    // The runs cancelled part-way continued from their checkpoints in the new array.
+    for &i in &midway {
+        assert_eq!(after[i]["attempts"], 2, "{}", after[i]);
+        let log = sweep.join(format!("slurm/{}.log", job_id(&after[i])));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("resuming"), "{}: {text}", log.display());
+    }
     for (dir, t) in done_before {
         let now = std::fs::metadata(sweep.join(&dir).join("summary.json"))
             .unwrap()

@@ -100,6 +100,8 @@ impl SlurmOptions {
 /// Submits the rows as a job array (or, for `--dry-run`, prints the script).
 #[derive(Clone, Debug)]
 pub struct SlurmExecutor {
+    /// The sweep's name (the job name is `adalora-<name>`).
+    pub name: String,
     pub options: SlurmOptions,
     /// Print the script instead of submitting it.
     pub dry_run: bool,
@@ -113,7 +115,7 @@ impl Executor for SlurmExecutor {
             eprintln!("slurm: nothing to submit");
             return Ok(());
         }
-        let script = array_script(job, rows, &self.options)?;
+        let script = array_script(job, &self.name, rows, &self.options)?;
         if self.dry_run {
             print!("{script}");
             return Ok(());
@@ -162,16 +164,17 @@ fn array_of(row: &Row) -> Option<&str> {
 }
 
 /// The sbatch script of a job array over `rows` (array index = manifest row).
-pub fn array_script(job: &SweepJob, rows: &[usize], opts: &SlurmOptions) -> anyhow::Result<String> {
+pub fn array_script(
+    job: &SweepJob,
+    name: &str,
+    rows: &[usize],
+    opts: &SlurmOptions,
+) -> anyhow::Result<String> {
     let absolute = |p: &Path| -> anyhow::Result<PathBuf> {
         std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
     };
     let sweep_dir = absolute(&job.sweep.root)?;
     let cwd = std::env::current_dir().context("reading the current directory")?;
-    let name = sweep_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("sweep");
     let mut s = String::new();
     s.push_str("#!/bin/bash\n");
     s.push_str(&format!(
@@ -288,14 +291,38 @@ pub fn live_tasks() -> anyhow::Result<BTreeMap<String, String>> {
         "squeue",
         &["--me", "--array", "--noheader", "--format=%i|%T"],
     )?;
-    Ok(parse_pairs(&out))
+    Ok(parse_task_lines(&out))
 }
 
-/// `a|b` lines → map.
-fn parse_pairs(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.trim().split_once('|'))
-        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+/// `<job id>|<state>` lines (squeue, sacct) → task id → state. A record of several tasks of
+/// an array (`5_[2-3%2]`, the never-started remainder) counts for each of them; `CANCELLED by
+/// 0` counts as `CANCELLED`.
+fn parse_task_lines(text: &str) -> BTreeMap<String, String> {
+    let mut states = BTreeMap::new();
+    for (id, state) in text.lines().filter_map(|l| l.trim().split_once('|')) {
+        let Some((array, tasks)) = id.trim().split_once('_') else {
+            continue;
+        };
+        let state = state.split_whitespace().next().unwrap_or("");
+        for task in expand_tasks(tasks) {
+            states.insert(task_id(array, task), state.to_string());
+        }
+    }
+    states
+}
+
+/// `3`, `[2-3%2]`, `2-3%2`, `[0,4-5]` → the task indices.
+fn expand_tasks(spec: &str) -> Vec<usize> {
+    let spec = spec.trim_end_matches(']').trim_start_matches('[');
+    let spec = spec.split('%').next().unwrap_or("");
+    spec.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.parse::<usize>(), b.parse::<usize>()) {
+                (Ok(a), Ok(b)) => (a..=b).collect(),
+                _ => Vec::new(),
+            },
+            None => part.parse().ok().into_iter().collect(),
+        })
         .collect()
 }
 
@@ -317,11 +344,7 @@ pub fn task_states(arrays: &BTreeSet<String>) -> BTreeMap<String, String> {
             &list,
         ],
     ) {
-        return parse_pairs(&out)
-            .into_iter()
-            // `CANCELLED by 0` → `CANCELLED`
-            .map(|(k, v)| (k, v.split_whitespace().next().unwrap_or("").to_string()))
-            .collect();
+        return parse_task_lines(&out);
     }
     let mut states = BTreeMap::new();
     for array in arrays {
@@ -332,24 +355,22 @@ pub fn task_states(arrays: &BTreeSet<String>) -> BTreeMap<String, String> {
     states
 }
 
-/// `scontrol -o show job` lines → task id → state (array tasks only; the record of a
-/// still-pending remainder of an array, `ArrayTaskId=3-5%2`, names no single task).
+/// `scontrol -o show job` lines → task id → state (array tasks only).
 fn parse_scontrol(text: &str) -> BTreeMap<String, String> {
     let field = |line: &str, key: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(key))
             .map(str::to_string)
     };
-    text.lines()
-        .filter_map(|line| {
-            let array = field(line, "ArrayJobId=")?;
-            let task = field(line, "ArrayTaskId=")?;
-            let state = field(line, "JobState=")?;
-            task.parse::<usize>()
-                .ok()
-                .map(|t| (task_id(&array, t), state))
-        })
-        .collect()
+    let lines = text.lines().filter_map(|line| {
+        Some(format!(
+            "{}_{}|{}",
+            field(line, "ArrayJobId=")?,
+            field(line, "ArrayTaskId=")?,
+            field(line, "JobState=")?
+        ))
+    });
+    parse_task_lines(&lines.collect::<Vec<_>>().join("\n"))
 }
 
 /// The Slurm state of every row that has a task, live tasks first.
@@ -425,6 +446,10 @@ pub fn cancel(sweep: &SweepDir) -> anyhow::Result<()> {
     }
     let ids: Vec<&str> = arrays.into_iter().collect();
     slurm_command("scancel", &ids)?;
+    // Until its tasks have left the queue a row still counts as queued and is not resubmitted.
+    for id in &ids {
+        wait_for(id)?;
+    }
     println!(
         "cancelled job array(s) {}; unfinished runs keep their checkpoints (resubmit to continue)",
         ids.join(", ")
@@ -546,10 +571,14 @@ mod tests {
                     JobId=5 ArrayJobId=5 ArrayTaskId=3-6%2 JobName=x JobState=PENDING Reason=None\n\
                     JobId=9 JobName=plain JobState=RUNNING\n";
         let states = parse_scontrol(text);
-        assert_eq!(states.len(), 1);
+        assert_eq!(states.len(), 5);
         assert_eq!(states["5_2"], "COMPLETED");
-        let live = parse_pairs("5_3|RUNNING\n5_4|PENDING\n");
-        assert_eq!(live["5_4"], "PENDING");
+        assert_eq!(states["5_6"], "PENDING");
+        // sacct: the never-started remainder of a cancelled array is one record.
+        let past = parse_task_lines("5_0|CANCELLED by 0\n5_[2-3%2]|CANCELLED by 0\n9|COMPLETED\n");
+        assert_eq!(past.keys().collect::<Vec<_>>(), ["5_0", "5_2", "5_3"]);
+        assert!(past.values().all(|s| s == "CANCELLED"));
+        assert_eq!(expand_tasks("[0,4-5]"), [0, 4, 5]);
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub fn run(opts: &SweepOptions) -> anyhow::Result<()> {
         program: executor::current_program()?,
     };
     let slurm = SlurmExecutor {
+        name: spec.name.clone(),
         options: opts.slurm.clone().or(&spec.slurm),
         dry_run: opts.dry_run,
         wait: opts.wait,
