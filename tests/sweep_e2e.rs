@@ -15,15 +15,15 @@ task = "default"
 "train.max_eval_examples" = 32
 "train.batch_size" = 8
 "train.max_seq_len" = 32
-"train.max_steps" = 24
+"train.max_steps" = 12
 "train.eval_every" = 2
 "train.log_every" = 2
 "target.modules" = "query,value"
 "lora.r" = 2
 "adalora.init_r" = 3
 "adalora.target_r" = 2
-"adalora.tinit" = 4
-"adalora.tfinal" = 8
+"adalora.tinit" = 2
+"adalora.tfinal" = 4
 "adalora.delta_t" = 2
 [sweep]
 method = ["lora", "adalora"]
@@ -33,9 +33,13 @@ method = "lora"
 task = "csv:missing.csv"
 "#;
 
+/// `adalora ARGS` in `dir` (a temporary folder, so the model cache is named explicitly).
 fn adalora(dir: &Path, args: &[&str]) -> Command {
+    let cache = std::env::var_os("ADALORA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_adalora"));
-    cmd.args(args).current_dir(dir);
+    cmd.args(args).current_dir(dir).env("ADALORA_CACHE", cache);
     cmd
 }
 
@@ -181,7 +185,7 @@ fn killed_sweep_resumes_without_losing_or_repeating_runs() {
         assert_eq!(r["status"], "done", "{r}");
         // Every logged step exactly once: nothing lost or repeated across the kill.
         let steps = train_steps(&run_dir(dir, r));
-        assert_eq!(steps, (1..=12).map(|s| 2 * s).collect::<Vec<_>>(), "{r}");
+        assert_eq!(steps, (1..=6).map(|s| 2 * s).collect::<Vec<_>>(), "{r}");
     }
     for (index, summary) in &finished_before {
         let r = &after[*index];
@@ -226,12 +230,15 @@ fn killed_sweep_resumes_without_losing_or_repeating_runs() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     for fig in [
         "lora_vs_adalora",
-        "curves_default_dev",
-        "rank_heatmap_AdaLoRA_3_2_default",
+        "curves_rotten_tomatoes_dev",
+        "rank_heatmap_AdaLoRA_3_2_rotten_tomatoes",
     ] {
         for ext in ["png", "svg"] {
             let p = dir.join(format!("sw/figures/{fig}.{ext}"));
-            assert!(p.exists(), "{} missing", p.display());
+            let listing: Vec<_> = std::fs::read_dir(dir.join("sw/figures"))
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            assert!(p.exists(), "{} missing; figures: {listing:?}", p.display());
         }
     }
 

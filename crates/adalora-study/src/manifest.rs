@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use adalora_train::io::{atomic_write_json, read_json};
 use anyhow::{bail, Context};
@@ -50,7 +50,7 @@ impl Claim {
     /// Known dead: a process of this host that no longer exists. Claims from other hosts are
     /// assumed alive (their executor, e.g. Slurm, knows better).
     pub fn is_dead_here(&self) -> bool {
-        self.host == host_name() && !Path::new("/proc").join(self.pid.to_string()).exists()
+        self.host == host_name() && !process_alive(self.pid)
     }
 }
 
@@ -215,6 +215,19 @@ impl SweepDir {
             atomic_write_json(&path, &m)?;
         }
         Ok(m)
+    }
+}
+
+/// A process that exists and is not a zombie (a killed child whose parent died stays a zombie
+/// until something reaps it, which a container's init may never do).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X')),
+        Err(_) => false,
     }
 }
 

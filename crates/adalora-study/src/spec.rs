@@ -317,20 +317,6 @@ impl SweepSpec {
                 .all(|(k, options)| run.value(k).is_some_and(|v| options.contains(v)))
         })
     }
-
-    /// The axis keys that vary over the grid (for tables: which settings distinguish runs).
-    pub fn axis_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .axes
-            .iter()
-            .flat_map(|a| a.values.iter().flat_map(|v| v.settings.iter()))
-            .chain(self.include.iter().flatten())
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
 }
 
 fn axis_value(key: &str, v: &toml::Value, origin: &str) -> anyhow::Result<AxisValue> {

@@ -222,6 +222,21 @@ pub fn status_name(s: Status) -> &'static str {
     }
 }
 
+/// Setting keys whose value is not the same in every run.
+fn varying_settings(runs: &[PlannedRun]) -> Vec<String> {
+    let mut keys: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.settings.iter().map(|(k, _)| k.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| {
+        let first = runs[0].value(k);
+        runs.iter().any(|r| r.value(k) != first)
+    });
+    keys
+}
+
 /// Optimizer steps of a run, from its data size (the task is loaded, not tokenized).
 fn steps_of(cfg: &RunConfig, sizes: &mut BTreeMap<String, usize>) -> anyhow::Result<usize> {
     let key = format!("{}|{}|{:?}", cfg.task, cfg.seed, cfg.glue_dir);
@@ -283,24 +298,41 @@ fn print_plan(
         runs.len(),
         sweep.root.display()
     );
+    let varying = varying_settings(runs);
     println!(
-        "{:>4}  {:<44} {:>7} {:>9}  {:<8} settings",
+        "{:>4}  {:<36} {:>7} {:>9}  {:<8} settings that vary",
         "#", "run", "steps", "est. s", "state"
     );
     let mut total = 0.0;
+    let mut problems = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        let steps = steps_of(&r.config, &mut sizes)
-            .with_context(|| format!("run {} ({})", r.label, r.overrides().join(" ")))?;
-        let seconds = (steps * r.config.train.batch_size) as f64 / rate;
         let state = done.get(&r.hash).copied().map(status_name).unwrap_or("new");
-        if state != "done" {
-            total += seconds;
-        }
+        let (steps, seconds) = match steps_of(&r.config, &mut sizes) {
+            Ok(steps) => {
+                let seconds = (steps * r.config.train.batch_size) as f64 / rate;
+                if state != "done" {
+                    total += seconds;
+                }
+                (steps.to_string(), format!("{seconds:.0}"))
+            }
+            Err(e) => {
+                problems.push(format!("run {i} ({}): {e:#}", r.label));
+                ("?".into(), "?".into())
+            }
+        };
+        let shown: Vec<String> = r
+            .overrides()
+            .into_iter()
+            .filter(|o| varying.iter().any(|k| o.starts_with(&format!("{k}="))))
+            .collect();
         println!(
-            "{i:>4}  {:<44} {steps:>7} {seconds:>9.0}  {state:<8} {}",
+            "{i:>4}  {:<36} {steps:>7} {seconds:>9}  {state:<8} {}",
             r.label,
-            r.overrides().join(" ")
+            shown.join(" ")
         );
+    }
+    for p in &problems {
+        println!("cannot load the data of {p}");
     }
     let jobs = opts.jobs.max(1) as f64;
     println!(
