@@ -58,8 +58,12 @@ fn require_slurm() {
     );
 }
 
-/// A 4-run sweep (LoRA, four seeds) of `steps` steps each, checkpointing every 2 steps.
-fn write_sweep(dir: &Path, name: &str, steps: usize) -> PathBuf {
+/// A fifth run whose data file does not exist: it fails at once, recorded with its error.
+const FAILING_RUN: &str = "[[include]]\nseed = 5\ntask = \"csv:missing.csv\"\n";
+
+/// A 4-run sweep (LoRA, four seeds) of `steps` steps each, checkpointing every 2 steps, plus
+/// `extra` TOML.
+fn write_sweep(dir: &Path, name: &str, steps: usize, extra: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
         r#"name = "{name}"
@@ -82,7 +86,7 @@ cpus_per_run = 1
 mem = "2G"
 max_parallel = 2
 time = "10"
-"#
+{extra}"#
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -130,7 +134,7 @@ fn job_id(row: &Value) -> String {
 #[test]
 fn dry_run_prints_the_array_script_without_submitting() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write_sweep(dir.path(), "dry", 4);
+    let file = write_sweep(dir.path(), "dry", 4, "");
     let sweep = dir.path().join("sw");
     let script = ok(adalora(&[
         "sweep",
@@ -167,23 +171,25 @@ fn sweep_runs_as_a_job_array() {
     let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     require_slurm();
     let dir = tempfile::tempdir().unwrap();
-    let file = write_sweep(dir.path(), "array", 4);
+    let file = write_sweep(dir.path(), "array", 4, FAILING_RUN);
     let sweep = dir.path().join("sw");
     let (f, s) = (file.to_str().unwrap(), sweep.to_str().unwrap());
-    ok(adalora(&[
-        "sweep",
-        f,
-        "--out",
-        s,
-        "--executor",
-        "slurm",
-        "--wait",
-    ]));
+    let submit = |extra: &[&str]| {
+        let mut args = vec!["sweep", f, "--out", s, "--executor", "slurm"];
+        args.extend_from_slice(extra);
+        adalora(&args)
+    };
+    let out = submit(&["--wait"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("1 run(s) failed"),
+        "{err}"
+    );
 
-    let rows = rows(&sweep);
-    assert_eq!(rows.len(), 4);
-    let array = job_id(&rows[0]).split('_').next().unwrap().to_string();
-    for (i, row) in rows.iter().enumerate() {
+    let first = rows(&sweep);
+    assert_eq!(first.len(), 5);
+    let array = job_id(&first[0]).split('_').next().unwrap().to_string();
+    for (i, row) in first.iter().enumerate().take(4) {
         assert_eq!(row["status"], "done", "row {i}: {row}");
         assert_eq!(row["attempts"], 1, "row {i} ran once: {row}");
         // One array for the sweep; array index = manifest row.
@@ -198,15 +204,33 @@ fn sweep_runs_as_a_job_array() {
         assert_eq!(train_steps(&run), vec![1, 2, 3, 4]);
         assert!(sweep.join(format!("slurm/{array}_{i}.log")).is_file());
     }
+    assert_eq!(first[4]["status"], "failed");
+    assert!(
+        first[4]["error"].as_str().unwrap().contains("missing.csv"),
+        "{}",
+        first[4]
+    );
     let status = ok(adalora(&["sweep", f, "--out", s, "--status"]));
-    assert!(status.contains("COMPLETED"), "{status}");
-    assert!(status.contains("4 done"), "{status}");
-    let report = ok(adalora(&["report", s]));
-    assert!(!report.is_empty());
-    // Submitting a finished sweep again submits nothing.
-    let again = adalora(&["sweep", f, "--out", s, "--executor", "slurm"]);
+    assert!(status.contains(&format!("{array}_0 COMPLETED")), "{status}");
+    assert!(status.contains(&format!("{array}_4 FAILED")), "{status}");
+    assert!(status.contains("4 done, 1 failed"), "{status}");
+    // --wait wrote the report of the finished runs.
+    let report = std::fs::read_to_string(sweep.join("report.md")).unwrap();
+    assert!(report.contains("lora"), "{report}");
+
+    // Without --retry-failed nothing is left to submit; with it, only the failed row goes.
+    let again = submit(&[]);
     let text = String::from_utf8_lossy(&again.stderr).to_string() + &ok(again);
     assert!(text.contains("nothing to submit"), "{text}");
+    let script = ok(submit(&["--retry-failed", "--dry-run"]));
+    assert!(script.contains("#SBATCH --array=4%2\n"), "{script}");
+    assert!(!submit(&["--retry-failed", "--wait"]).status.success());
+    let second = rows(&sweep);
+    assert_eq!(second[4]["attempts"], 2, "{}", second[4]);
+    assert_ne!(job_id(&second[4]), job_id(&first[4]));
+    for i in 0..4 {
+        assert_eq!(second[i], first[i], "row {i} was not touched by the retry");
+    }
 }
 
 #[test]
@@ -214,7 +238,7 @@ fn cancelled_array_resumes_without_losing_or_repeating_runs() {
     let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     require_slurm();
     let dir = tempfile::tempdir().unwrap();
-    let file = write_sweep(dir.path(), "cancel", 24);
+    let file = write_sweep(dir.path(), "cancel", 24, "");
     let sweep = dir.path().join("sw");
     let (f, s) = (file.to_str().unwrap(), sweep.to_str().unwrap());
     ok(adalora(&["sweep", f, "--out", s, "--executor", "slurm"]));

@@ -249,6 +249,7 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
     use crate::spec::SweepSpec;
+    use std::path::Path;
 
     fn runs(text: &str) -> Vec<PlannedRun> {
         SweepSpec::parse(Path::new("s.toml"), text)

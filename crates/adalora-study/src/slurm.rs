@@ -486,11 +486,8 @@ fn wait_for(array: &str) -> anyhow::Result<()> {
 
 /// Whether this process is row `row`'s own array task (a requeued or restarted task may find
 /// its row claimed by its own earlier, dead incarnation on another node).
-pub fn is_own_task(row: &Row) -> bool {
-    let (Ok(array), Ok(task)) = (
-        std::env::var("SLURM_ARRAY_JOB_ID"),
-        std::env::var("SLURM_ARRAY_TASK_ID"),
-    ) else {
+pub fn is_own_task(row: &Row, env: impl Fn(&str) -> Option<String>) -> bool {
+    let (Some(array), Some(task)) = (env("SLURM_ARRAY_JOB_ID"), env("SLURM_ARRAY_TASK_ID")) else {
         return false;
     };
     row.executor.get(JOB_KEY) == Some(&format!("{array}_{task}")) && task.parse() == Ok(row.index)
@@ -604,6 +601,59 @@ mod tests {
         let err = task_device(DeviceKind::Cuda, cpu).unwrap_err().to_string();
         assert!(err.contains("--gpus-per-run"), "{err}");
         assert_eq!(task_device(DeviceKind::Cpu, cpu).unwrap(), DeviceKind::Cpu);
+    }
+
+    fn manifest(rows: &[(&str, Option<&str>)]) -> Manifest {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (status, task))| {
+                serde_json::json!({
+                    "index": i, "hash": format!("h{i}"), "label": format!("r{i}"),
+                    "settings": [], "status": status, "run_dir": format!("runs/{i}"),
+                    "wall_seconds": 0.0, "attempts": 1, "error": null,
+                    // A claim from another host: only Slurm can tell whether it is alive.
+                    "claim": (*status == "running")
+                        .then(|| serde_json::json!({"host": "node-b", "pid": 1, "since": 0})),
+                    "executor": task
+                        .map(|t| serde_json::json!({ JOB_KEY: t }))
+                        .unwrap_or_else(|| serde_json::json!({})),
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "name": "s", "sweep_file": "s.toml", "rows": rows
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_rows_without_a_live_task_are_submitted() {
+        let m = manifest(&[
+            ("pending", None),        // never submitted
+            ("pending", Some("7_1")), // queued
+            ("running", Some("7_2")), // running
+            ("running", Some("6_3")), // its task was cancelled: resume it
+            ("running", None),        // a local run on another host: leave it
+            ("done", Some("6_5")),
+            ("failed", Some("6_6")),
+        ]);
+        let live = parse_task_lines("7_1|PENDING\n7_2|RUNNING\n");
+        assert_eq!(rows_to_submit(&m, false, &live), [0, 3]);
+        assert_eq!(rows_to_submit(&m, true, &live), [0, 3, 6]);
+    }
+
+    #[test]
+    fn a_requeued_task_recognises_its_own_row() {
+        let m = manifest(&[("running", Some("7_0")), ("running", Some("7_1"))]);
+        let env = |k: &str| match k {
+            "SLURM_ARRAY_JOB_ID" => Some("7".to_string()),
+            "SLURM_ARRAY_TASK_ID" => Some("1".to_string()),
+            _ => None,
+        };
+        assert!(is_own_task(&m.rows[1], env));
+        assert!(!is_own_task(&m.rows[0], env));
+        assert!(!is_own_task(&m.rows[1], |_| None));
     }
 
     #[test]
