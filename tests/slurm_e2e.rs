@@ -216,7 +216,10 @@ fn sweep_runs_as_a_job_array() {
     assert!(status.contains("4 done, 1 failed"), "{status}");
     // --wait wrote the report of the finished runs.
     let report = std::fs::read_to_string(sweep.join("report.md")).unwrap();
-    assert!(report.contains("lora"), "{report}");
+    assert!(
+        report.contains("| LoRA r=2 |") && report.contains("4 finished runs, 1 not finished"),
+        "{report}"
+    );
 
     // Without --retry-failed nothing is left to submit; with it, only the failed row goes.
     let again = submit(&[]);
