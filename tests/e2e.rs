@@ -271,7 +271,8 @@ fn resume_equals_an_uninterrupted_run() {
 fn saved_adapter_reloads_and_merge_equals_unmerged() {
     let dir = tmp();
     let run = dir.path().join("ada");
-    ok(train(&run, ADALORA));
+    // A high learning rate, so the adapter moves the logits far more than the tolerance.
+    ok(train(&run, &[ADALORA, &["--lr", "5e-2"]].concat()));
     let run_s = run.to_str().unwrap();
     let reloaded = dir.path().join("reloaded.csv");
     ok(adalora(&[
@@ -331,6 +332,36 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
     ]));
     let diff = max_diff(&logits(&adapter_preds), &logits(&merged_preds));
     assert!(diff <= 1e-4, "merged and unmerged logits differ by {diff}");
+    // A merge that dropped the adapter must fail that check: the same head without the
+    // adapter (λ = 0) predicts logits far outside the tolerance.
+    let dropped = dir.path().join("dropped");
+    std::fs::create_dir_all(&dropped).unwrap();
+    std::fs::copy(
+        run.join("adapter/adapter_config.json"),
+        dropped.join("adapter_config.json"),
+    )
+    .unwrap();
+    zero_lambdas(
+        &run.join("adapter/adapter_model.safetensors"),
+        &dropped.join("adapter_model.safetensors"),
+    );
+    let dropped_preds = dir.path().join("d.csv");
+    ok(adalora(&[
+        "predict",
+        "--adapter",
+        dropped.to_str().unwrap(),
+        "--task",
+        "default",
+        "--input",
+        inp,
+        "--output",
+        dropped_preds.to_str().unwrap(),
+    ]));
+    let effect = max_diff(&logits(&adapter_preds), &logits(&dropped_preds));
+    assert!(
+        effect > 100.0 * 1e-4,
+        "the adapter barely moves the logits ({effect}); the merge check would not notice it missing"
+    );
     // The merged model was evaluated on the whole dev split; compare the run's subset rows.
     let eval = json(&run.join("summary.json"));
     assert!(eval["final_metrics"]["dev"]["accuracy"].as_f64().is_some());
@@ -446,11 +477,17 @@ fn bad_input_fails_clearly() {
         ),
     )
     .unwrap();
-    std::fs::write(
-        &cfg_path,
-        format!("model = {:?}\n{cfg}", other.display().to_string()),
-    )
-    .unwrap();
+    let cfg: String = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("model = ") {
+                format!("model = {:?}\n", other.display().to_string())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&cfg_path, cfg).unwrap();
     fails_with(
         adalora(&[
             "train",
@@ -461,6 +498,31 @@ fn bad_input_fails_clearly() {
         ]),
         "another base model",
     );
+}
+
+/// Copy an AdaLoRA adapter file with every λ (`lora_E`) set to zero.
+fn zero_lambdas(src: &Path, dst: &Path) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = if name.ends_with("lora_E") {
+                vec![0u8; view.data().len()]
+            } else {
+                view.data().to_vec()
+            };
+            (name, view.shape().to_vec(), data)
+        })
+        .collect();
+    let views = tensors.iter().map(|(n, shape, data)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .unwrap();
+        (n.clone(), view)
+    });
+    safetensors::serialize_to_file(views, None, dst).unwrap();
 }
 
 fn adalora_model_dir() -> PathBuf {

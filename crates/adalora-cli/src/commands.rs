@@ -106,8 +106,9 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// Flags as `key=value` overrides, applied after the config file and before --set.
-    fn overrides(&self) -> anyhow::Result<Vec<String>> {
+    /// Flags as `key=value` overrides, applied after the config file and before --set;
+    /// `--alpha` goes to `alpha_key` when given.
+    fn overrides(&self, alpha_key: Option<&str>) -> anyhow::Result<Vec<String>> {
         let method = self
             .method
             .as_deref()
@@ -157,12 +158,9 @@ impl TrainArgs {
                 .as_ref()
                 .map(|p| q(&p.display().to_string())),
         );
-        let alpha_section = if method == Some(adalora_train::MethodKind::Lora) {
-            "lora.alpha"
-        } else {
-            "adalora.alpha"
-        };
-        push(alpha_section, self.alpha.map(|v| format!("{v:?}")));
+        if let Some(key) = alpha_key {
+            push(key, self.alpha.map(|v| format!("{v:?}")));
+        }
         push("adalora.init_r", self.init_r.map(|v| v.to_string()));
         push("adalora.target_r", self.target_r.map(|v| v.to_string()));
         push(
@@ -209,15 +207,28 @@ fn parse_layers(s: &str) -> anyhow::Result<Vec<usize>> {
     Ok(v)
 }
 
+/// The run configuration the flags describe. `--alpha` is α of the method in effect, wherever
+/// the method was chosen (`--method`, the `--config` file or `--set method=…`).
+fn run_config(args: &TrainArgs) -> anyhow::Result<RunConfig> {
+    let without_alpha = RunConfig::load(args.config.as_deref(), &args.overrides(None)?)?;
+    if args.alpha.is_none() {
+        return Ok(without_alpha);
+    }
+    let alpha_key = match without_alpha.method {
+        adalora_train::MethodKind::Lora => "lora.alpha",
+        _ => "adalora.alpha",
+    };
+    RunConfig::load(args.config.as_deref(), &args.overrides(Some(alpha_key))?)
+}
+
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    let overrides = args.overrides()?;
     let config = if args.resume {
-        if !overrides.is_empty() || args.config.is_some() {
+        if !args.overrides(Some("alpha"))?.is_empty() || args.config.is_some() {
             bail!("--resume continues the run with its saved config.toml; drop the other settings");
         }
         RunConfig::default()
     } else {
-        RunConfig::load(args.config.as_deref(), &overrides)?
+        run_config(args)?
     };
     let opts = TrainOptions {
         config,
@@ -275,6 +286,7 @@ pub struct SourceArgs {
     /// (and --model for an adapter's base model).
     #[arg(long, requires = "task")]
     adapter: Option<PathBuf>,
+    /// The base model folder: an adapter's base, or a run's when its recorded one has moved.
     #[arg(long)]
     model: Option<PathBuf>,
     #[arg(long)]
@@ -288,7 +300,7 @@ pub struct SourceArgs {
 impl SourceArgs {
     fn resolve(&self) -> anyhow::Result<Source> {
         let mut src = match (&self.run, &self.adapter) {
-            (Some(run), None) => Source::from_run(run, self.best)?,
+            (Some(run), None) => Source::from_run(run, self.best, self.model.as_deref())?,
             (None, Some(adapter)) => {
                 let mut o = vec![format!("task={:?}", self.task.clone().unwrap_or_default())];
                 if let Some(g) = &self.glue_dir {
@@ -298,6 +310,7 @@ impl SourceArgs {
                     config: RunConfig::load(None, &o)?,
                     model_dir: adalora_model::loader::resolve_model_dir(self.model.as_deref())?,
                     weights: adapter.clone(),
+                    model_fingerprint: None,
                 }
             }
             _ => bail!("give --run DIR, or --adapter DIR with --task (and optionally --model)"),
@@ -405,4 +418,40 @@ pub fn encode(args: &EncodeArgs) -> anyhow::Result<()> {
     let report = encode_file(&opts)?;
     eprintln!("{report:?}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    fn config_of(args: &[&str]) -> RunConfig {
+        let cli = Cli::try_parse_from(std::iter::once("adalora").chain(args.iter().copied()))
+            .expect("valid flags");
+        run_config(&cli.train).expect("valid configuration")
+    }
+
+    #[test]
+    fn alpha_goes_to_the_method_chosen_by_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lora.toml");
+        std::fs::write(&file, "method = \"lora\"\n").unwrap();
+        let file = file.to_str().unwrap();
+        let cfg = config_of(&["--out", "r", "--config", file, "--alpha", "3"]);
+        assert_eq!((cfg.lora.alpha, cfg.adalora.alpha), (3.0, 16.0));
+        let cfg = config_of(&[
+            "--out", "r", "--config", file, "--method", "adalora", "--alpha", "3",
+        ]);
+        assert_eq!((cfg.lora.alpha, cfg.adalora.alpha), (16.0, 3.0));
+        let cfg = config_of(&["--out", "r", "--set", "method=lora", "--alpha", "5"]);
+        assert_eq!(cfg.lora.alpha, 5.0);
+        let cfg = config_of(&["--out", "r", "--alpha", "2"]);
+        assert_eq!(cfg.adalora.alpha, 2.0, "the default method is AdaLoRA");
+    }
 }

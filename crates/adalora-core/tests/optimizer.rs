@@ -188,19 +188,29 @@ fn pre_and_post_update_sensitivity_use_the_right_weights() {
         let x = Tensor::<AB, 2>::random([6, 4], Distribution::Normal(0.0, 1.0), &device);
         let grads =
             GradientsParams::from_grads(model.forward(x).powi_scalar(2).mean().backward(), &model);
-        let a_id = model.svd_adapters()[0].lora_a.id;
-        let grad_a = grads.get::<NdArray<f32>, 2>(a_id).unwrap();
-        let before = model.svd_adapters()[0].lora_a.val().inner();
+        // λ starts at zero, so lora_A's and lora_B's gradients (both ∝ λ) are zero and cannot
+        // tell the variants apart; λ's own score can: pre-update λ = 0 gives Ī = 0, the
+        // post-update λ does not.
+        let e_id = model.svd_adapters()[0].lora_e.id;
+        let grad_e = grads.get::<NdArray<f32>, 1>(e_id).unwrap();
+        let before = model.svd_adapters()[0].lora_e.val().inner();
         let model = optim.step(1e-1, model, grads);
-        let after = model.svd_adapters()[0].lora_a.val().inner();
+        let after = model.svd_adapters()[0].lora_e.val().inner();
+        assert!(
+            common::to_vec(after.clone()).iter().all(|v| *v != 0.0),
+            "the step must move λ, or both variants score zero"
+        );
         let w = match weights {
             ScoreWeights::PreUpdate => before,
             ScoreWeights::PostUpdate => after,
         };
-        // First step from zero EMAs: Ī = (1 − β1)·|w·g|.
-        let expected: Vec<f32> = common::to_vec((w * grad_a).abs().mul_scalar(1.0 - cfg.beta1));
+        // First step from zero EMAs: Ī = (1 − β1)·|λ·g|.
+        let expected: Vec<f32> = common::to_vec((w * grad_e).abs().mul_scalar(1.0 - cfg.beta1));
         let state = optim.allocator().state();
-        let ipt = &state.stats.as_ref().unwrap()[0].a.ipt;
-        assert!(common::rel_err(ipt, &expected) < 1e-6, "{weights:?}");
+        let ipt = &state.stats.as_ref().unwrap()[0].e.ipt;
+        assert!(
+            common::rel_err(ipt, &expected) < 1e-6,
+            "{weights:?}: {ipt:?} vs {expected:?}"
+        );
     }
 }

@@ -273,7 +273,12 @@ pub fn load_custom(cfg: &CustomTaskConfig, opts: &LoadOptions) -> Result<Task, D
             cfg.dev_ratio,
             cfg.seed,
             !kind.is_regression(),
-        )?,
+        )
+        .map_err(|e| match e {
+            // Too few rows to split: name the file they came from.
+            DataError::Config(msg) => DataError::Config(format!("{}: {msg}", cfg.train.display())),
+            other => other,
+        })?,
     };
     let name = cfg.name.clone().unwrap_or_else(|| {
         cfg.train

@@ -204,6 +204,9 @@ pub struct TrainSection {
     pub warmup_steps: Option<usize>,
     pub decay: Decay,
     pub weight_decay: f64,
+    /// Apply `weight_decay` to biases and LayerNorm weights too (Hugging Face's Trainer, and
+    /// the default here, exempt them).
+    pub decay_biases_and_norms: bool,
     /// Global gradient-norm clip; absent = no clipping.
     pub max_grad_norm: Option<f64>,
     /// Evaluate every N optimizer steps; absent = at the end of every epoch. Always at the end.
@@ -234,6 +237,7 @@ impl Default for TrainSection {
             warmup_steps: None,
             decay: Decay::Linear,
             weight_decay: 0.0,
+            decay_biases_and_norms: false,
             max_grad_norm: Some(1.0),
             eval_every: None,
             log_every: 10,
@@ -325,7 +329,7 @@ impl RunConfig {
             cfg.lora.rank_pattern = read_rank_pattern(&file)
                 .with_context(|| format!("lora.rank_pattern_file ({origin})"))?;
         }
-        cfg.validate()?;
+        cfg.validate().with_context(|| format!("in {origin}"))?;
         Ok(cfg)
     }
 
@@ -333,69 +337,113 @@ impl RunConfig {
         self.train.lr.unwrap_or_else(|| self.method.default_lr())
     }
 
+    /// Range-check every numeric setting, naming the setting in the error. The model's own
+    /// limit on `train.max_seq_len` is checked once the model is known ([`check_max_seq_len`]).
     pub fn validate(&self) -> anyhow::Result<()> {
         let t = &self.train;
-        let positive = [
-            ("train.batch_size", t.batch_size),
-            ("train.eval_batch_size", t.eval_batch_size),
-            ("train.log_every", t.log_every),
+        let at_least_one = [
+            ("train.batch_size", Some(t.batch_size)),
+            ("train.eval_batch_size", Some(t.eval_batch_size)),
+            ("train.log_every", Some(t.log_every)),
+            ("train.max_steps", t.max_steps),
+            ("train.eval_every", t.eval_every),
+            ("train.bucket_batches", t.bucket_batches),
+            ("train.max_train_examples", t.max_train_examples),
+            ("train.max_eval_examples", t.max_eval_examples),
+            ("adalora.delta_t", Some(self.adalora.delta_t)),
+            ("adalora.init_r", Some(self.adalora.init_r)),
         ];
-        for (name, v) in positive {
-            if v == 0 {
-                bail!("invalid setting {name} = 0: must be at least 1");
-            }
+        for (name, v) in at_least_one {
+            require(v != Some(0), name, 0, "must be at least 1")?;
         }
-        if t.max_seq_len < 4 {
-            bail!(
-                "invalid setting train.max_seq_len = {}: must be at least 4",
-                t.max_seq_len
-            );
+        require(
+            t.max_seq_len >= 4,
+            "train.max_seq_len",
+            t.max_seq_len,
+            "must be at least 4",
+        )?;
+        require(
+            t.epochs > 0 || t.max_steps.is_some(),
+            "train.epochs",
+            t.epochs,
+            "give epochs >= 1 or max_steps",
+        )?;
+        let lr = self.lr();
+        require(
+            lr > 0.0 && lr.is_finite(),
+            "train.lr",
+            lr,
+            "must be a positive number",
+        )?;
+        let unit =
+            |name: &str, v: f64| require((0.0..1.0).contains(&v), name, v, "must be in [0, 1)");
+        unit("train.warmup_ratio", t.warmup_ratio)?;
+        unit("lora.dropout", self.lora.dropout)?;
+        unit("adalora.dropout", self.adalora.dropout)?;
+        if let Some(p) = t.classifier_dropout {
+            unit("train.classifier_dropout", p)?;
         }
-        if t.epochs == 0 && t.max_steps.is_none() {
-            bail!("invalid setting train.epochs = 0: give epochs >= 1 or max_steps");
-        }
-        if t.max_steps == Some(0) {
-            bail!("invalid setting train.max_steps = 0: must be at least 1");
-        }
-        if !(self.lr() > 0.0 && self.lr().is_finite()) {
-            bail!(
-                "invalid setting train.lr = {}: must be a positive number",
-                self.lr()
-            );
-        }
-        if !(0.0..1.0).contains(&t.warmup_ratio) {
-            bail!(
-                "invalid setting train.warmup_ratio = {}: must be in [0, 1)",
-                t.warmup_ratio
-            );
-        }
-        if !(0.0..1.0).contains(&t.dev_ratio) || t.dev_ratio == 0.0 {
-            bail!(
-                "invalid setting train.dev_ratio = {}: must be in (0, 1)",
-                t.dev_ratio
-            );
-        }
+        require(
+            t.dev_ratio > 0.0 && t.dev_ratio < 1.0,
+            "train.dev_ratio",
+            t.dev_ratio,
+            "must be in (0, 1)",
+        )?;
+        require(
+            t.weight_decay >= 0.0 && t.weight_decay.is_finite(),
+            "train.weight_decay",
+            t.weight_decay,
+            "must be a finite number >= 0",
+        )?;
         if let Some(n) = t.max_grad_norm {
-            if n.is_nan() || n <= 0.0 {
-                bail!("invalid setting train.max_grad_norm = {n}: must be positive (omit it to disable clipping)");
-            }
+            require(
+                n > 0.0 && n.is_finite(),
+                "train.max_grad_norm",
+                n,
+                "must be positive (omit it to disable clipping)",
+            )?;
         }
         if !self.lora.rank_pattern.is_empty() && self.method != MethodKind::Lora {
             bail!(
                 "invalid setting lora.rank_pattern: a fixed rank pattern applies to method = \"lora\" only"
             );
         }
-        if self.method == MethodKind::Lora && self.lora.r == 0 {
-            bail!("invalid setting lora.r = 0: a LoRA rank must be at least 1");
+        for (name, alpha) in [
+            ("lora.alpha", self.lora.alpha),
+            ("adalora.alpha", self.adalora.alpha),
+        ] {
+            require(
+                alpha > 0.0 && alpha.is_finite(),
+                name,
+                alpha,
+                "must be a positive number",
+            )?;
+        }
+        if self.method == MethodKind::Lora {
+            require(
+                self.lora.r > 0,
+                "lora.r",
+                0,
+                "a LoRA rank must be at least 1",
+            )?;
         }
         if self.method == MethodKind::Adalora {
             // Fractions and the schedule are checked once total_step is known.
-            self.adalora.to_core(1_000_000)?;
+            self.adalora
+                .to_core(1_000_000)
+                .context("invalid adalora settings")?;
         }
         if self.device == DeviceKind::Cuda && !cfg!(feature = "cuda") {
             bail!("device = \"cuda\" needs a build with `--features cuda`");
         }
         Ok(())
+    }
+
+    /// Checks that need the model: `train.max_seq_len` within its position embeddings.
+    pub fn check_against_model(&self, model_dir: &Path) -> anyhow::Result<()> {
+        let model = adalora_model::BertConfig::from_file(&model_dir.join("config.json"))?;
+        check_max_seq_len(self.train.max_seq_len, model.max_position_embeddings)
+            .with_context(|| format!("model {}", model_dir.display()))
     }
 
     pub fn to_toml(&self) -> anyhow::Result<String> {
@@ -427,6 +475,24 @@ pub fn read_rank_pattern(path: &Path) -> anyhow::Result<BTreeMap<String, usize>>
             }
         })
         .collect()
+}
+
+fn require(ok: bool, name: &str, value: impl std::fmt::Display, rule: &str) -> anyhow::Result<()> {
+    if !ok {
+        bail!("invalid setting {name} = {value}: {rule}");
+    }
+    Ok(())
+}
+
+/// `train.max_seq_len` must fit the model's position embeddings (a longer input would index
+/// past them).
+pub fn check_max_seq_len(max_seq_len: usize, max_position_embeddings: usize) -> anyhow::Result<()> {
+    require(
+        max_seq_len <= max_position_embeddings,
+        "train.max_seq_len",
+        max_seq_len,
+        &format!("the model's max_position_embeddings is {max_position_embeddings}"),
+    )
 }
 
 /// `a.b.c=value`: value parsed as a TOML literal (number, bool, array, quoted string), else

@@ -84,6 +84,22 @@ pub fn evaluate_split<B: Backend>(
     })
 }
 
+/// The orthogonality term R(P, Q) of the model's SVD adapters (no γ), `None` without any:
+/// dev losses report it next to the task loss, as PEFT's eval loss includes γ·R.
+pub fn orth_term<B: Backend>(
+    model: &BertForSequenceClassification<B>,
+    form: adalora_core::OrthRegForm,
+    device: &B::Device,
+) -> Option<f64> {
+    use adalora_core::AdapterHost;
+    let adapters = model.svd_adapters();
+    if adapters.is_empty() {
+        return None;
+    }
+    let r = adalora_core::orthogonal_regularizer(&adapters, form, device);
+    Some(r.into_scalar().elem::<f64>())
+}
+
 /// CSV `index,prediction,logit_0,…` (prediction = label name, or the score for regression).
 pub fn write_predictions_csv(
     path: &std::path::Path,

@@ -7,6 +7,7 @@
 
 pub mod clip;
 pub mod config;
+pub mod decay;
 pub mod eval;
 pub mod io;
 pub mod lr;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::RunConfig;
 use crate::eval::{evaluate_split, predict_logits};
-use crate::io::RunDir;
+use crate::io::{read_json, RunDir};
 use crate::merge::write_hf_model;
 use crate::peft::{load_peft_adapter, CONFIG_FILE};
 use crate::task::{prepare_task, PreparedTask};
@@ -24,11 +24,15 @@ pub struct Source {
     pub model_dir: PathBuf,
     /// A PEFT adapter folder, or an HF model folder (full fine-tuning / BitFit runs).
     pub weights: PathBuf,
+    /// The base model a run was trained from; `model_dir` must match it.
+    pub model_fingerprint: Option<String>,
 }
 
 impl Source {
-    /// A finished run folder: its config and its final adapter (or `best` with `use_best`).
-    pub fn from_run(run: &Path, use_best: bool) -> anyhow::Result<Self> {
+    /// A run folder: its config and its final adapter (or `best` with `use_best`). The base
+    /// model is the one the run recorded, or `model` (checked against the run's fingerprint)
+    /// when it has moved.
+    pub fn from_run(run: &Path, use_best: bool, model: Option<&Path>) -> anyhow::Result<Self> {
         let dir = RunDir::new(run);
         let config = RunConfig::load(Some(&dir.config()), &[])
             .with_context(|| format!("{} is not a run folder", run.display()))?;
@@ -44,13 +48,40 @@ impl Source {
                 weights.display()
             );
         }
-        let model_dir = resolve_model_dir(config.model.as_deref())?;
+        let model_fingerprint = recorded_fingerprint(&dir)?;
+        let model_dir = match (model, &config.model) {
+            (Some(m), _) => resolve_model_dir(Some(m))?,
+            (None, Some(recorded)) if !recorded.join("config.json").is_file() => bail!(
+                "the base model of run {} is not at {} any more (moved?): pass --model DIR with \
+                 the same checkpoint{}",
+                run.display(),
+                recorded.display(),
+                model_fingerprint
+                    .as_ref()
+                    .map(|f| format!(" (fingerprint {f})"))
+                    .unwrap_or_default()
+            ),
+            (None, recorded) => resolve_model_dir(recorded.as_deref())?,
+        };
         Ok(Source {
             config,
             model_dir,
             weights,
+            model_fingerprint,
         })
     }
+}
+
+/// The base model's fingerprint a run recorded: in summary.json, else in its checkpoint.
+fn recorded_fingerprint(dir: &RunDir) -> anyhow::Result<Option<String>> {
+    let state = dir.checkpoint().join("state.json");
+    Ok(if dir.summary().is_file() {
+        Some(read_json::<crate::trainer::Summary>(&dir.summary())?.model_fingerprint)
+    } else if state.is_file() {
+        Some(read_json::<crate::trainer::TrainState>(&state)?.model_fingerprint)
+    } else {
+        None
+    })
 }
 
 /// Load the classification model described by `src` on the CPU, with `num_labels` outputs.
@@ -59,6 +90,16 @@ pub fn load_model(
     num_labels: usize,
 ) -> anyhow::Result<BertForSequenceClassification<Cpu>> {
     let device = Default::default();
+    if let Some(expected) = &src.model_fingerprint {
+        let found = crate::trainer::fingerprint(&src.model_dir, num_labels)?;
+        if &found != expected {
+            bail!(
+                "{} is not the base model this run was trained from (fingerprint {found}, the \
+                 run recorded {expected}); pass --model DIR with the run's checkpoint",
+                src.model_dir.display()
+            );
+        }
+    }
     if src.weights.join(CONFIG_FILE).is_file() {
         let (base, _, _) =
             load_for_classification::<Cpu>(&src.model_dir, num_labels, src.config.seed, &device)?;
@@ -77,6 +118,7 @@ pub fn load_model(
 }
 
 fn prepare(src: &Source) -> anyhow::Result<(PreparedTask, adalora_data::tokenize::TextTokenizer)> {
+    src.config.check_against_model(&src.model_dir)?;
     let tokenizer = load_tokenizer(&src.model_dir, src.config.train.max_seq_len)?;
     Ok((prepare_task(&src.config, &tokenizer)?, tokenizer))
 }
@@ -103,7 +145,14 @@ pub fn evaluate(src: &Source) -> anyhow::Result<EvalReport> {
             &Default::default(),
         )?;
         let mut m: BTreeMap<String, f64> = r.metrics.values.into_iter().collect();
-        m.insert("loss".into(), r.loss);
+        // As in metrics.csv: the task loss, and the loss with γ·R as PEFT reports it.
+        let orth =
+            crate::eval::orth_term(&model, src.config.adalora.orth_form, &Default::default());
+        m.insert("task_loss".into(), r.loss);
+        m.insert(
+            "loss".into(),
+            r.loss + src.config.adalora.orth_reg_weight * orth.unwrap_or(0.0),
+        );
         splits.insert(dataset.name.clone(), m);
     }
     Ok(EvalReport {

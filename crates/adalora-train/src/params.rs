@@ -97,6 +97,13 @@ pub fn load_trainable<B: Backend, M: Module<B>>(module: M, path: &Path) -> anyho
             .strip_prefix("param.")
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("{}: unexpected tensor {name}", path.display()))?;
+        if view.dtype() != safetensors::Dtype::F32 {
+            bail!(
+                "{}: tensor {name} is {:?}, expected F32",
+                path.display(),
+                view.dtype()
+            );
+        }
         let data: Vec<f32> = view
             .data()
             .chunks_exact(4)

@@ -235,28 +235,84 @@ fn read_tensors(path: &Path) -> anyhow::Result<BTreeMap<String, StTensor>> {
 }
 
 /// PyTorch-layout `[a, b]` → burn-layout `[b, a]` parameter.
-fn param_t<B: Backend>(t: &StTensor, device: &B::Device) -> anyhow::Result<Param<Tensor<B, 2>>> {
-    if t.shape.len() != 2 {
-        bail!("expected a matrix, found shape {:?}", t.shape);
-    }
+fn param_t<B: Backend>(t: &StTensor, device: &B::Device) -> Param<Tensor<B, 2>> {
     let m = Tensor::<B, 2>::from_data(
         TensorData::new(t.data.clone(), [t.shape[0], t.shape[1]]),
         device,
     );
-    Ok(Param::from_tensor(m.transpose()))
+    Param::from_tensor(m.transpose())
 }
 
-fn take(
+/// Take tensor `name`, checking its PyTorch shape; the error names the file and the tensor.
+fn take_shaped(
     tensors: &mut BTreeMap<String, StTensor>,
     name: &str,
+    shape: &[usize],
     dir: &Path,
 ) -> anyhow::Result<StTensor> {
-    tensors.remove(name).with_context(|| {
-        format!(
-            "{}: missing tensor {name}",
-            dir.join(WEIGHTS_FILE).display()
-        )
-    })
+    let file = dir.join(WEIGHTS_FILE);
+    let t = tensors
+        .remove(name)
+        .with_context(|| format!("{}: missing tensor {name}", file.display()))?;
+    if t.shape != shape {
+        bail!(
+            "{}: tensor {name} has shape {:?}, expected {shape:?}",
+            file.display(),
+            t.shape
+        );
+    }
+    Ok(t)
+}
+
+/// Typed reads of `adapter_config.json`: a key of the wrong type is an error naming it, an
+/// absent (or null) one takes PEFT's default.
+struct AdapterConfigFile<'a> {
+    value: &'a Value,
+    path: std::path::PathBuf,
+}
+
+impl AdapterConfigFile<'_> {
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &str, default: T) -> anyhow::Result<T> {
+        match self.value.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => serde_json::from_value(v.clone()).with_context(|| {
+                format!(
+                    "{}: key {key:?} has an invalid value {v}",
+                    self.path.display()
+                )
+            }),
+        }
+    }
+
+    fn check(&self, ok: bool, key: &str, rule: &str) -> anyhow::Result<()> {
+        if !ok {
+            bail!(
+                "{}: key {key:?} = {}: {rule}",
+                self.path.display(),
+                self.value.get(key).unwrap_or(&Value::Null)
+            );
+        }
+        Ok(())
+    }
+
+    /// The rank `rank_pattern` gives module `path`, else `r` (PEFT's rule).
+    fn lora_rank(&self, path: &str, r: usize) -> anyhow::Result<(usize, String)> {
+        let patterns: serde_json::Map<String, Value> =
+            self.get("rank_pattern", Default::default())?;
+        // PEFT matches rank_pattern keys as suffixes of the module name.
+        match patterns.iter().find(|(k, _)| path.ends_with(k.as_str())) {
+            Some((k, v)) => {
+                let rank = v.as_u64().with_context(|| {
+                    format!(
+                        "{}: rank_pattern[{k:?}] = {v} is not a rank",
+                        self.path.display()
+                    )
+                })?;
+                Ok((rank as usize, format!("rank_pattern[{k:?}]")))
+            }
+            None => Ok((r, "r".into())),
+        }
+    }
 }
 
 /// Read `adapter_config.json`.
@@ -264,106 +320,148 @@ pub fn read_adapter_config(dir: &Path) -> anyhow::Result<Value> {
     crate::io::read_json(&dir.join(CONFIG_FILE))
 }
 
+fn adapter_kind(file: &AdapterConfigFile) -> anyhow::Result<AdapterKind> {
+    let peft_type: String = file.get("peft_type", String::new())?;
+    let dropout: f64 = file.get("lora_dropout", 0.0)?;
+    file.check(
+        (0.0..1.0).contains(&dropout),
+        "lora_dropout",
+        "must be in [0, 1)",
+    )?;
+    let alpha: f64 = file.get("lora_alpha", 8.0)?;
+    file.check(alpha.is_finite(), "lora_alpha", "must be a finite number")?;
+    Ok(match peft_type.as_str() {
+        "LORA" => {
+            let alpha_pattern: serde_json::Map<String, Value> =
+                file.get("alpha_pattern", Default::default())?;
+            file.check(
+                alpha_pattern.is_empty(),
+                "alpha_pattern",
+                "is not supported",
+            )?;
+            let r: usize = file.get("r", 8)?;
+            file.check(r > 0, "r", "a LoRA rank must be at least 1")?;
+            AdapterKind::Lora(
+                LoraConfig::new()
+                    .with_r(r)
+                    .with_alpha(alpha)
+                    .with_dropout(dropout)
+                    .with_use_rslora(file.get("use_rslora", false)?),
+            )
+        }
+        "ADALORA" => {
+            let init_r: usize = file.get("init_r", 12)?;
+            file.check(init_r > 0, "init_r", "must be at least 1")?;
+            AdapterKind::AdaLora(
+                AdaLoraConfig {
+                    init_r,
+                    target_r: file.get("target_r", 8)?,
+                    alpha,
+                    dropout,
+                    tinit: file.get("tinit", 0)?,
+                    tfinal: file.get("tfinal", 0)?,
+                    delta_t: file.get("deltaT", 1)?,
+                    beta1: file.get("beta1", 0.85)?,
+                    beta2: file.get("beta2", 0.85)?,
+                    orth_reg_weight: file.get("orth_reg_weight", 0.5)?,
+                    ..AdaLoraConfig::default()
+                },
+                file.get("total_step", 0)?,
+            )
+        }
+        other => bail!(
+            "{}: peft_type {other:?} is not supported (LORA or ADALORA)",
+            file.path.display()
+        ),
+    })
+}
+
 /// Load a PEFT LoRA/AdaLoRA adapter (this tool's or PEFT's) into a base model: adapters go
 /// where the file has tensors, the head is replaced by the file's. Returns the model and the
-/// adapter kind.
+/// adapter kind. Every tensor must have the shape its config and base layer imply (PEFT
+/// refuses the rest too), or α/r would scale a different update than the one trained.
 pub fn load_peft_adapter<B: Backend>(
     model: BertForSequenceClassification<B>,
     dir: &Path,
     device: &B::Device,
 ) -> anyhow::Result<(BertForSequenceClassification<B>, AdapterKind)> {
-    let cfg = read_adapter_config(dir)?;
-    let peft_type = cfg["peft_type"].as_str().unwrap_or_default().to_string();
-    let get_f = |k: &str, d: f64| cfg[k].as_f64().unwrap_or(d);
-    let get_u = |k: &str, d: usize| cfg[k].as_u64().map(|v| v as usize).unwrap_or(d);
-    let mut tensors = read_tensors(&dir.join(WEIGHTS_FILE))?;
-    let kind = match peft_type.as_str() {
-        "LORA" => {
-            if cfg["alpha_pattern"]
-                .as_object()
-                .is_some_and(|m| !m.is_empty())
-            {
-                bail!(
-                    "{}: alpha_pattern is not supported",
-                    dir.join(CONFIG_FILE).display()
-                );
-            }
-            AdapterKind::Lora(
-                LoraConfig::new()
-                    .with_r(get_u("r", 8))
-                    .with_alpha(get_f("lora_alpha", 8.0))
-                    .with_dropout(get_f("lora_dropout", 0.0))
-                    .with_use_rslora(cfg["use_rslora"].as_bool().unwrap_or(false)),
-            )
-        }
-        "ADALORA" => AdapterKind::AdaLora(
-            AdaLoraConfig {
-                init_r: get_u("init_r", 12),
-                target_r: get_u("target_r", 8),
-                alpha: get_f("lora_alpha", 8.0),
-                dropout: get_f("lora_dropout", 0.0),
-                tinit: get_u("tinit", 0),
-                tfinal: get_u("tfinal", 0),
-                delta_t: get_u("deltaT", 1),
-                beta1: get_f("beta1", 0.85),
-                beta2: get_f("beta2", 0.85),
-                orth_reg_weight: get_f("orth_reg_weight", 0.5),
-                ..AdaLoraConfig::default()
-            },
-            get_u("total_step", 0),
-        ),
-        other => bail!(
-            "{}: peft_type {other:?} is not supported (LORA or ADALORA)",
-            dir.join(CONFIG_FILE).display()
-        ),
+    let value = read_adapter_config(dir)?;
+    let file = AdapterConfigFile {
+        value: &value,
+        path: dir.join(CONFIG_FILE),
     };
+    let kind = adapter_kind(&file)?;
+    let mut tensors = read_tensors(&dir.join(WEIGHTS_FILE))?;
     let slots = module_slots(model.bert.layers.len());
     let mut model = model;
     for (slot, layer) in slots.iter().zip(model.adapted_linears_mut()) {
         let key = format!("{PREFIX}bert.{}", slot.path);
+        let present = |suffix: &str| tensors.contains_key(&format!("{key}.{suffix}"));
         let replaced = match &kind {
             AdapterKind::Lora(lc) => {
-                let (Some(_), Some(_)) = (
-                    tensors.get(&format!("{key}.lora_A.weight")),
-                    tensors.get(&format!("{key}.lora_B.weight")),
-                ) else {
+                if !present("lora_A.weight") && !present("lora_B.weight") {
                     continue;
-                };
-                let a = take(&mut tensors, &format!("{key}.lora_A.weight"), dir)?;
-                let b = take(&mut tensors, &format!("{key}.lora_B.weight"), dir)?;
-                let r = a.shape[0];
+                }
                 let base = plain_base(layer, &slot.path)?;
+                let [d_in, d_out] = base.weight.dims();
+                let (r, source) = file.lora_rank(&format!("bert.{}", slot.path), lc.r)?;
+                let a = take_shaped(
+                    &mut tensors,
+                    &format!("{key}.lora_A.weight"),
+                    &[r, d_in],
+                    dir,
+                )
+                .with_context(|| format!("the rank comes from {source} = {r}"))?;
+                let b = take_shaped(
+                    &mut tensors,
+                    &format!("{key}.lora_B.weight"),
+                    &[d_out, r],
+                    dir,
+                )
+                .with_context(|| format!("the rank comes from {source} = {r}"))?;
                 let mut lora = lc.clone().with_r(r).init(base, device)?;
-                lora.lora_a =
-                    param_t(&a, device).with_context(|| format!("{key}.lora_A.weight"))?;
-                lora.lora_b =
-                    param_t(&b, device).with_context(|| format!("{key}.lora_B.weight"))?;
-                check_shape(&lora.lora_a, &lora.lora_b, &slot.path)?;
+                lora.lora_a = param_t(&a, device);
+                lora.lora_b = param_t(&b, device);
                 AdaptedLinear::Lora(lora)
             }
             AdapterKind::AdaLora(ac, _) => {
-                if !tensors.contains_key(&format!("{key}.lora_A")) {
+                if !["lora_A", "lora_E", "lora_B"].iter().any(|s| present(s)) {
                     continue;
                 }
-                let a = take(&mut tensors, &format!("{key}.lora_A"), dir)?;
-                let e = take(&mut tensors, &format!("{key}.lora_E"), dir)?;
-                let b = take(&mut tensors, &format!("{key}.lora_B"), dir)?;
-                let stored = e.shape[0];
-                let mask: Vec<bool> =
-                    match cfg["rank_pattern"].get(format!("bert.{}.lora_E", slot.path)) {
-                        Some(v) => serde_json::from_value(v.clone())?,
-                        None => (0..ac.init_r).map(|i| i < stored).collect(),
-                    };
-                if mask.iter().filter(|&&k| k).count() != stored || mask.len() != ac.init_r {
+                let pattern_key = format!("bert.{}.lora_E", slot.path);
+                let mask: Vec<bool> = match value["rank_pattern"].get(&pattern_key) {
+                    Some(v) => serde_json::from_value(v.clone()).with_context(|| {
+                        format!(
+                            "{}: rank_pattern[{pattern_key:?}] is not a list of booleans",
+                            file.path.display()
+                        )
+                    })?,
+                    None => vec![true; ac.init_r],
+                };
+                let stored = mask.iter().filter(|&&k| k).count();
+                if mask.len() != ac.init_r {
                     bail!(
-                        "{}: rank pattern of {} keeps {} of {} triplets but {stored} are stored",
-                        dir.display(),
-                        slot.path,
-                        mask.iter().filter(|&&k| k).count(),
-                        mask.len()
+                        "{}: rank_pattern[{pattern_key:?}] has {} entries, init_r is {}",
+                        file.path.display(),
+                        mask.len(),
+                        ac.init_r
                     );
                 }
                 let base = plain_base(layer, &slot.path)?;
+                let [d_in, d_out] = base.weight.dims();
+                let context =
+                    || format!("rank_pattern[{pattern_key:?}] / init_r keep {stored} triplets");
+                let a = take_shaped(&mut tensors, &format!("{key}.lora_A"), &[stored, d_in], dir)
+                    .with_context(context)?;
+                let e = take_shaped(&mut tensors, &format!("{key}.lora_E"), &[stored, 1], dir)
+                    .with_context(context)?;
+                let b = take_shaped(
+                    &mut tensors,
+                    &format!("{key}.lora_B"),
+                    &[d_out, stored],
+                    dir,
+                )
+                .with_context(context)?;
                 let svd = SvdAdapterConfig::new()
                     .with_init_r(ac.init_r)
                     .with_alpha(ac.alpha)
@@ -371,37 +469,41 @@ pub fn load_peft_adapter<B: Backend>(
                     .init(base, device)?;
                 let mut svd = svd.slice_to_pattern(&mask)?;
                 if stored > 0 {
-                    svd.lora_a = param_t(&a, device)?;
-                    svd.lora_b = param_t(&b, device)?;
+                    svd.lora_a = param_t(&a, device);
+                    svd.lora_b = param_t(&b, device);
                     svd.lora_e = Param::from_tensor(Tensor::from_data(
                         TensorData::new(e.data.clone(), [stored]),
                         device,
                     ));
-                    check_shape(&svd.lora_a, &svd.lora_b, &slot.path)?;
                 }
                 AdaptedLinear::Svd(svd)
             }
         };
         *layer = replaced;
     }
-    let w = take(&mut tensors, &format!("{PREFIX}classifier.weight"), dir)?;
+    let [hidden, labels] = model.classifier.weight.dims();
+    let w = take_shaped(
+        &mut tensors,
+        &format!("{PREFIX}classifier.weight"),
+        &[labels, hidden],
+        dir,
+    )
+    .with_context(|| format!("the task has {labels} labels"))?;
     let mut classifier = Linear {
-        weight: param_t(&w, device)?,
+        weight: param_t(&w, device),
         bias: None,
     };
-    if let Some(b) = tensors.remove(&format!("{PREFIX}classifier.bias")) {
+    if tensors.contains_key(&format!("{PREFIX}classifier.bias")) {
+        let b = take_shaped(
+            &mut tensors,
+            &format!("{PREFIX}classifier.bias"),
+            &[labels],
+            dir,
+        )?;
         classifier.bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(b.data, [b.shape[0]]),
+            TensorData::new(b.data, [labels]),
             device,
         )));
-    }
-    if classifier.weight.dims() != model.classifier.weight.dims() {
-        bail!(
-            "{}: the adapter's head has {} labels, the task has {}",
-            dir.display(),
-            classifier.weight.dims()[1],
-            model.num_labels()
-        );
     }
     model.classifier = classifier;
     if !tensors.is_empty() {
@@ -419,16 +521,4 @@ fn plain_base<B: Backend>(layer: &mut AdaptedLinear<B>, path: &str) -> anyhow::R
         AdaptedLinear::Plain(l) => Ok(l.clone()),
         _ => bail!("{path} already carries an adapter"),
     }
-}
-
-fn check_shape<B: Backend>(
-    a: &Param<Tensor<B, 2>>,
-    b: &Param<Tensor<B, 2>>,
-    path: &str,
-) -> anyhow::Result<()> {
-    let ([_, ra], [rb, _]) = (a.dims(), b.dims());
-    if ra != rb {
-        bail!("{path}: lora_A has rank {ra}, lora_B has rank {rb}");
-    }
-    Ok(())
 }

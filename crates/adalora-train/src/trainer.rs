@@ -16,8 +16,7 @@ use adalora_model::target::module_slots;
 use adalora_model::{apply_method_with_ranks, BertForSequenceClassification, Method, ParamReport};
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clip::clip_global_norm;
 use crate::config::{MethodKind, RunConfig};
+use crate::decay::{bias_and_norm_ids, GroupedAdamW};
 use crate::eval::evaluate_split;
 use crate::io::{atomic_write, atomic_write_json, read_json, replace_dir, RunDir};
 use crate::lr::LrSchedule;
@@ -33,7 +33,7 @@ use crate::peft::{save_peft_adapter, AdapterKind};
 use crate::task::{prepare_task, PreparedTask};
 
 pub type Model<B> = BertForSequenceClassification<B>;
-type Adam<B> = OptimizerAdaptor<AdamW, Model<B>, B>;
+type Adam<B> = GroupedAdamW<Model<B>, B>;
 
 /// AdamW, or AdamW wrapped with the AdaLoRA allocator.
 enum TrainOptimizer<B: AutodiffBackend> {
@@ -128,6 +128,8 @@ pub struct Summary {
     pub task: String,
     pub method: String,
     pub model_dir: String,
+    /// [`fingerprint`] of the base model: `eval --run … --model DIR` checks DIR against it.
+    pub model_fingerprint: String,
     pub run_dir: String,
     pub total_steps: usize,
     pub epochs: usize,
@@ -174,11 +176,11 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
 }
 
 /// FNV-1a of the model's config.json and the run's label count: identifies "the same base model".
-fn fingerprint(model_dir: &Path, num_labels: usize) -> anyhow::Result<String> {
-    let text = std::fs::read(model_dir.join("config.json"))
+pub fn fingerprint(model_dir: &Path, num_labels: usize) -> anyhow::Result<String> {
+    let mut bytes = std::fs::read(model_dir.join("config.json"))
         .with_context(|| format!("reading {}", model_dir.join("config.json").display()))?;
-    let bytes: Vec<u8> = text.into_iter().chain(num_labels.to_le_bytes()).collect();
-    Ok(format!("{:016x}", crate::io::fnv1a64(&bytes)))
+    bytes.extend_from_slice(&num_labels.to_le_bytes());
+    Ok(crate::io::fnv1a(&bytes))
 }
 
 pub fn method_of(cfg: &RunConfig, total_steps: usize) -> anyhow::Result<Method> {
@@ -251,14 +253,13 @@ impl MetricsLog {
             .collect();
         let mut text = header.join(",") + "\n";
         if let (Some(limit), true) = (keep_until, path.exists()) {
-            let old = std::fs::read_to_string(&path)?;
+            let old = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
             for line in old.lines().skip(1) {
-                let step: usize = line
-                    .split(',')
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(usize::MAX);
-                if step <= limit {
+                let fields: Vec<&str> = line.split(',').collect();
+                let step: usize = fields[0].parse().unwrap_or(usize::MAX);
+                // A row torn by a kill has fewer fields (and a step after the checkpoint).
+                if step <= limit && fields.len() == header.len() {
                     text.push_str(line);
                     text.push('\n');
                 }
@@ -279,9 +280,11 @@ impl MetricsLog {
                     .unwrap_or_default(),
             );
         }
-        let mut f = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        writeln!(f, "{}", row.join(","))?;
-        Ok(())
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| writeln!(f, "{}", row.join(",")))
+            .with_context(|| format!("appending to {}", self.path.display()))
     }
 }
 
@@ -326,26 +329,49 @@ pub fn train_on<B: AutodiffBackend>(
     device: &B::Device,
 ) -> anyhow::Result<Option<Summary>> {
     let dir = RunDir::new(&opts.out);
+    let _lock = dir.lock()?;
+    for folder in [dir.checkpoint(), dir.best_adapter(), dir.final_adapter()] {
+        crate::io::recover_dir(&folder)?;
+    }
+    // A run killed before its first checkpoint restarts from its saved config.toml.
+    let resume = opts.resume && dir.checkpoint().join("state.json").exists();
     let cfg = if opts.resume {
-        if !dir.checkpoint().join("state.json").exists() {
-            bail!(
-                "{} has no checkpoint to resume (checkpoint/state.json)",
-                dir.root.display()
-            );
-        }
         if dir.summary().exists() {
             bail!(
                 "{} already holds a finished run; nothing to resume",
                 dir.root.display()
             );
         }
-        RunConfig::load(Some(&dir.config()), &[]).context("the run's saved config.toml")?
+        if !dir.config().exists() {
+            bail!(
+                "{} has no run to resume (config.toml missing)",
+                dir.root.display()
+            );
+        }
+        let cfg =
+            RunConfig::load(Some(&dir.config()), &[]).context("the run's saved config.toml")?;
+        if !resume {
+            eprintln!(
+                "{} has no checkpoint yet: starting it again from its config.toml",
+                dir.root.display()
+            );
+            dir.prepare_fresh(true)?;
+        }
+        cfg
     } else {
         dir.prepare_fresh(opts.overwrite)?;
         opts.config.clone()
     };
     cfg.validate()?;
-    let model_dir = adalora_model::loader::resolve_model_dir(cfg.model.as_deref())?;
+    // Recorded absolute, so eval/predict/merge of the run work from any directory.
+    let model_dir = std::path::absolute(adalora_model::loader::resolve_model_dir(
+        cfg.model.as_deref(),
+    )?)?;
+    let cfg = RunConfig {
+        model: Some(model_dir.clone()),
+        ..cfg
+    };
+    cfg.check_against_model(&model_dir)?;
     let tokenizer = adalora_model::loader::load_tokenizer(&model_dir, cfg.train.max_seq_len)?;
     let prepared = prepare_task(&cfg, &tokenizer)?;
     let batches_per_epoch = prepared.train.len().div_ceil(cfg.train.batch_size);
@@ -355,7 +381,7 @@ pub fn train_on<B: AutodiffBackend>(
         .unwrap_or(cfg.train.epochs * batches_per_epoch);
     let num_labels = prepared.task.kind.num_outputs();
     let (model, report) = build_model::<B>(&cfg, &model_dir, num_labels, total_steps, device)?;
-    if !opts.resume {
+    if !resume {
         let mut text = format!(
             "# Resolved configuration of this run (lr = {}, total_steps = {total_steps}).\n",
             cfg.lr()
@@ -377,7 +403,8 @@ pub fn train_on<B: AutodiffBackend>(
     };
     let mut optimizer = make_optimizer::<B>(&cfg, &model, total_steps, device)?;
     let mut model = model;
-    if opts.resume {
+    if resume {
+        crate::io::verify_manifest(&dir.checkpoint())?;
         let saved: TrainState = read_json(&dir.checkpoint().join("state.json"))?;
         if saved.model_fingerprint != state.model_fingerprint {
             bail!(
@@ -392,8 +419,8 @@ pub fn train_on<B: AutodiffBackend>(
         state = saved;
         eprintln!("resuming {} at step {}", dir.root.display(), state.step);
     }
-    let metrics = MetricsLog::open(dir.metrics(), names, opts.resume.then_some(state.step))?;
-    if opts.resume {
+    let metrics = MetricsLog::open(dir.metrics(), names, resume.then_some(state.step))?;
+    if resume {
         trim_history(&dir.rank_history(), state.step)?;
     }
     let run = Run {
@@ -417,10 +444,16 @@ fn make_optimizer<B: AutodiffBackend>(
     device: &B::Device,
 ) -> anyhow::Result<TrainOptimizer<B>> {
     // HF's AdamW defaults (betas 0.9/0.999, eps 1e-8).
-    let adam = AdamWConfig::new()
+    let adam_config = AdamWConfig::new()
         .with_epsilon(1e-8)
-        .with_weight_decay(cfg.train.weight_decay as f32)
-        .init::<B, Model<B>>();
+        .with_weight_decay(cfg.train.weight_decay as f32);
+    // Hugging Face's Trainer exempts biases and LayerNorm weights from weight decay.
+    let exempt = if cfg.train.decay_biases_and_norms {
+        Default::default()
+    } else {
+        bias_and_norm_ids(model)
+    };
+    let adam = GroupedAdamW::new(&adam_config, exempt);
     if cfg.method != MethodKind::Adalora {
         return Ok(TrainOptimizer::Plain(adam));
     }
@@ -517,9 +550,11 @@ impl Run<'_> {
                 if !loss_value.is_finite() {
                     bail!(
                         "loss is {loss_value} at step {} (epoch {epoch}); stopping. The last good \
-                         checkpoint is kept in {}",
-                        state.step,
-                        self.dir.checkpoint().display()
+                         checkpoint is kept in {}: fix the cause (the data, or e.g. a lower \
+                         train.lr in {}) and continue with --resume",
+                        state.step + 1,
+                        self.dir.checkpoint().display(),
+                        self.dir.config().display()
                     );
                 }
                 let mut grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -636,15 +671,22 @@ impl Run<'_> {
         let pattern = optim.allocator().map(|a| a.rank_pattern());
         let pattern = pattern.as_ref();
         let results = self.evaluate_all(model)?;
-        for (split, (loss, metrics)) in &results {
+        let orth = crate::eval::orth_term(
+            &model.valid(),
+            self.cfg.adalora.orth_form,
+            &Default::default(),
+        );
+        for (split, (task_loss, metrics)) in &results {
+            // Like the train rows: loss = task loss + γ·R (PEFT's eval loss), both reported.
+            let loss = task_loss + self.cfg.adalora.orth_reg_weight * orth.unwrap_or(0.0);
             self.metrics.append(
                 [
                     state.step.to_string(),
                     epoch.to_string(),
                     split.clone(),
                     format!("{loss:.6}"),
-                    format!("{loss:.6}"),
-                    String::new(),
+                    format!("{task_loss:.6}"),
+                    orth.map(|r| format!("{r:.6}")).unwrap_or_default(),
                     String::new(),
                     String::new(),
                     opt(budget),
@@ -688,10 +730,9 @@ impl Run<'_> {
                 self.cfg.train.eval_batch_size,
                 &device,
             )?;
-            out.insert(
-                dataset.name.clone(),
-                (r.loss, r.metrics.values.into_iter().collect()),
-            );
+            let mut metrics: BTreeMap<String, f64> = r.metrics.values.into_iter().collect();
+            metrics.insert("task_loss".into(), r.loss);
+            out.insert(dataset.name.clone(), (r.loss, metrics));
         }
         Ok(out)
     }
@@ -717,8 +758,9 @@ impl Run<'_> {
         target: &Path,
     ) -> anyhow::Result<()> {
         let base = self.model_dir.display().to_string();
+        let active = pattern.map(|p| active_pattern(model, p));
         replace_dir(target, |tmp| match self.adapter_kind()? {
-            Some(kind) => save_peft_adapter(model, &kind, pattern, Some(&base), tmp),
+            Some(kind) => save_peft_adapter(model, &kind, active.as_ref(), Some(&base), tmp),
             None => crate::merge::write_hf_model(
                 &model.clone().merge_and_unload(),
                 &self.model_dir,
@@ -759,7 +801,8 @@ impl Run<'_> {
         replace_dir(&self.dir.checkpoint(), |tmp| {
             save_trainable(model, &tmp.join("trainable.safetensors"))?;
             optim.save(&tmp.join("optimizer"))?;
-            atomic_write_json(&tmp.join("state.json"), state)
+            atomic_write_json(&tmp.join("state.json"), state)?;
+            crate::io::write_manifest(tmp)
         })
     }
 
@@ -810,17 +853,14 @@ impl Run<'_> {
     ) -> anyhow::Result<()> {
         self.write_rank_pattern_file(model, pattern, step, budget)?;
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
+        let path = self.dir.rank_history();
+        let line = serde_json::json!({"step": step, "budget": budget, "ranks": pattern.ranks()});
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.rank_history())?;
-        let ranks = pattern.ranks();
-        writeln!(
-            f,
-            "{}",
-            serde_json::json!({"step": step, "budget": budget, "ranks": ranks})
-        )?;
-        Ok(())
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .with_context(|| format!("appending to {}", path.display()))
     }
 
     fn finish<B: AutodiffBackend>(
@@ -838,14 +878,16 @@ impl Run<'_> {
             self.write_rank_pattern(&model, &a.rank_pattern(), state.step, a.budget())?;
         }
         let pattern = optim.allocator().map(|a| a.rank_pattern());
+        // No checkpoint here: a run killed before summary.json resumes from the last mid-run
+        // checkpoint and redoes the final evaluation once, so metrics.csv logs it once.
         self.save_model_dir(&model, pattern.as_ref(), &self.dir.final_adapter())?;
-        self.save_checkpoint(&model, &optim, &state)?;
         self.write_predictions(&model)?;
         let target_total_rank = optim.allocator().map(|a| a.schedule().target_budget);
         let summary = Summary {
             task: self.prepared.task.name.clone(),
             method: self.cfg.method.name().into(),
             model_dir: self.model_dir.display().to_string(),
+            model_fingerprint: state.model_fingerprint.clone(),
             run_dir: self.dir.root.display().to_string(),
             total_steps: self.total_steps,
             epochs: self.total_steps.div_ceil(self.batches_per_epoch),
@@ -867,6 +909,27 @@ impl Run<'_> {
         atomic_write_json(&self.dir.summary(), &summary)?;
         Ok(Some(summary))
     }
+}
+
+/// The triplets that act on the output now: the allocator's mask plus masked triplets whose λ
+/// moved off zero since the last masking step (between masking steps, every ΔT, the optimizer
+/// updates masked λ too, and an evaluation sees them). Slicing a saved adapter by this keeps
+/// exactly the model that was evaluated; zero λ contribute nothing, so dropping them is exact.
+fn active_pattern<B: AutodiffBackend>(model: &Model<B>, pattern: &RankPattern) -> RankPattern {
+    let masks = model
+        .svd_adapters()
+        .iter()
+        .zip(&pattern.masks)
+        .map(|(adapter, mask)| {
+            let lambda = adapter.lora_e.val().into_data().convert::<f32>();
+            let lambda = lambda.as_slice::<f32>().unwrap_or(&[]);
+            mask.iter()
+                .enumerate()
+                .map(|(i, &kept)| kept || lambda.get(i).is_some_and(|&v| v != 0.0))
+                .collect()
+        })
+        .collect();
+    RankPattern { masks }
 }
 
 fn progress_bar(show: bool, total: usize, position: usize) -> indicatif::ProgressBar {

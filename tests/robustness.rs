@@ -1,0 +1,597 @@
+//! Reliability of the `adalora` binary, on the tiny BERT fixture (`fixtures/model/tiny-bert`,
+//! 2 layers, hidden 48, 512-token vocabulary) so every run takes well under a second: kill -9
+//! at random moments then `--resume` equals an uninterrupted run; a full disk stops the run
+//! naming the file and keeps the last checkpoint; a second process on a run folder refuses;
+//! NaN stops with the step and resumes; the best checkpoint reproduces its metrics; a run
+//! whose model moved says what to pass.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The tiny fixture without its 3-label head (the default task has 2 labels), built once.
+fn tiny_model() -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = root().join("fixtures/model/tiny-bert");
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+        }
+        let bytes = std::fs::read(fixture.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let encoder: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("classifier."))
+            .collect();
+        safetensors::serialize_to_file(encoder, None, &dir.path().join("model.safetensors"))
+            .unwrap();
+        dir
+    });
+    dir.path().to_path_buf()
+}
+
+fn adalora() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adalora"));
+    c.env("OPENBLAS_NUM_THREADS", "1");
+    if std::env::var_os("ADALORA_CACHE").is_none() {
+        // The default task's data, also for runs started outside the repository.
+        c.env(
+            "ADALORA_CACHE",
+            std::path::absolute(root().join(".cache")).unwrap(),
+        );
+    }
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    adalora().args(args).output().expect("run adalora")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "adalora failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails_with(out: Output, needle: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "expected a failure mentioning {needle:?}"
+    );
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "a panic is not an error message:\n{err}"
+    );
+    err
+}
+
+/// AdaLoRA on 64 examples of the default task with the tiny model; a checkpoint at every
+/// evaluation.
+fn tiny_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let model = tiny_model();
+    let mut args: Vec<String> = [
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "default",
+        "--max-train-examples",
+        "64",
+        "--max-eval-examples",
+        "32",
+        "--batch-size",
+        "8",
+        "--max-seq-len",
+        "32",
+        "--quiet",
+        "--method",
+        "adalora",
+        "--lr",
+        "1e-2",
+        "--init-r",
+        "4",
+        "--target-r",
+        "2",
+        "--target-modules",
+        "query,value,intermediate",
+        "--set",
+        "train.log_every=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // A flag given in `extra` replaces the default (clap refuses repeated flags).
+    for flag in extra
+        .iter()
+        .filter(|a| a.starts_with("--") && **a != "--set")
+    {
+        if let Some(at) = args.iter().position(|a| a == flag) {
+            args.drain(at..at + 2);
+        }
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The timing-sensitive tests run one at a time (kill points are fractions of a run's time).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn train(out: &Path, extra: &[&str]) -> Output {
+    adalora().args(tiny_args(out, extra)).output().unwrap()
+}
+
+fn resume(out: &Path) -> Output {
+    run(&[
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--quiet",
+    ])
+}
+
+const SCHEDULE: &[&str] = &[
+    "--max-steps",
+    "24",
+    "--eval-every",
+    "1",
+    "--tinit",
+    "2",
+    "--tfinal",
+    "6",
+    "--delta-t",
+    "3",
+];
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&read(path)).unwrap()
+}
+
+/// The outputs that must not depend on how often the run was interrupted.
+fn assert_same_run(a: &Path, b: &Path) {
+    let adapter = |p: &Path| std::fs::read(p.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(adapter(a) == adapter(b), "adapter bytes differ");
+    for f in [
+        "metrics.csv",
+        "rank_pattern.json",
+        "rank_pattern_history.jsonl",
+        "predictions_dev.csv",
+    ] {
+        assert_eq!(read(&a.join(f)), read(&b.join(f)), "{f} differs");
+    }
+    let (sa, sb) = (json(&a.join("summary.json")), json(&b.join("summary.json")));
+    for key in [
+        "final_metrics",
+        "best_metrics",
+        "best_step",
+        "final_total_rank",
+    ] {
+        assert_eq!(sa[key], sb[key], "summary.json {key} differs");
+    }
+}
+
+/// A small deterministic generator (the kill points must be reproducible).
+struct Lcg(u64);
+
+impl Lcg {
+    fn unit(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let started = Instant::now();
+    ok(train(&full, SCHEDULE));
+    let full_time = started.elapsed().as_secs_f64();
+
+    let killed = dir.path().join("killed");
+    let mut rng = Lcg(0x5eed);
+    let (mut kills, mut in_checkpoint, mut series) = (0, 0, 0);
+    const KILLS: usize = 12;
+    while kills < KILLS {
+        if killed.join("summary.json").exists() {
+            // A series of kills ended in a finished run: it must equal the uninterrupted one.
+            assert_same_run(&full, &killed);
+            std::fs::remove_dir_all(&killed).unwrap();
+            series += 1;
+        }
+        let mut cmd = adalora();
+        if killed.join("config.toml").exists() {
+            cmd.args([
+                "train",
+                "--out",
+                killed.to_str().unwrap(),
+                "--resume",
+                "--quiet",
+            ]);
+        } else {
+            cmd.args(tiny_args(&killed, SCHEDULE)).arg("--overwrite");
+        }
+        let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+        // Anywhere in a run, startup included (resumed runs are shorter than a full one).
+        std::thread::sleep(Duration::from_secs_f64(0.5 * full_time * rng.unit()));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+            // Killed while a folder (checkpoint/, best/, adapter/) was being built.
+            let building = [".checkpoint.tmp", ".best.tmp", ".adapter.tmp"];
+            if building.iter().any(|d| killed.join(d).exists()) {
+                in_checkpoint += 1;
+            }
+        }
+        assert!(
+            child.wait().unwrap().code() != Some(1),
+            "a run failed instead of finishing"
+        );
+    }
+    if !killed.join("summary.json").exists() {
+        ok(resume(&killed));
+    }
+    assert_same_run(&full, &killed);
+    eprintln!(
+        "kill points tried: {kills} in {} series ({in_checkpoint} while a checkpoint or adapter \
+         folder was being written)",
+        series + 1
+    );
+}
+
+#[test]
+fn a_full_disk_stops_the_run_naming_the_file_and_keeps_the_checkpoint() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    ok(train(
+        &out,
+        &[SCHEDULE, &["--stop-after-steps", "4"]].concat(),
+    ));
+    let checkpoint = |p: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(p.join("checkpoint"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|f| (f.display().to_string(), std::fs::read(&f).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = checkpoint(&out);
+    // Files above 16 KiB fail with EFBIG (SIGXFSZ ignored, as on a full disk: write errors).
+    let limited = Command::new("bash")
+        .args(["-c", "ulimit -f 16; trap '' XFSZ; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_adalora"))
+        .args([
+            "train",
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+            "--quiet",
+        ])
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let err = fails_with(limited, "File too large");
+    assert!(
+        err.contains(out.to_str().unwrap()),
+        "the message names the file:\n{err}"
+    );
+    assert_eq!(
+        checkpoint(&out),
+        before,
+        "the last good checkpoint is intact"
+    );
+    // best/ may have been replaced by a better evaluation, but only by a complete one.
+    ok(run(&["eval", "--run", out.to_str().unwrap(), "--best"]));
+    assert!(!out.join(".checkpoint.tmp").exists() && !out.join(".best.tmp").exists());
+    // With space again, the run continues and matches an uninterrupted one.
+    ok(resume(&out));
+    let full = dir.path().join("full");
+    ok(train(&full, SCHEDULE));
+    assert_same_run(&full, &out);
+}
+
+#[test]
+fn a_second_process_on_the_same_run_refuses() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let mut first = adalora()
+        .args(tiny_args(
+            &out,
+            &["--max-steps", "400", "--eval-every", "100"],
+        ))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.join("metrics.csv").exists() {
+        assert!(Instant::now() < deadline, "the first run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config = read(&out.join("config.toml"));
+    for second in [
+        train(&out, &["--max-steps", "4", "--overwrite"]),
+        resume(&out),
+    ] {
+        fails_with(second, "in use by another adalora process");
+    }
+    assert_eq!(
+        read(&out.join("config.toml")),
+        config,
+        "nothing was touched"
+    );
+    assert!(
+        first.wait().unwrap().success(),
+        "the first run finishes undisturbed"
+    );
+    assert!(out.join("summary.json").is_file());
+}
+
+#[test]
+fn overflow_stops_with_the_step_keeps_the_checkpoint_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regression task with one absurd score: its squared error overflows f32 to inf.
+    let (train_csv, dev_csv) = (dir.path().join("train.csv"), dir.path().join("dev.csv"));
+    let rows = |n: usize, bad: Option<usize>| -> String {
+        let mut text = String::from("text,score\n");
+        for i in 0..n {
+            let score = if Some(i) == bad {
+                "1e30".to_string()
+            } else {
+                format!("{}", i % 5)
+            };
+            text.push_str(&format!(
+                "sentence number {i} is {},{score}\n",
+                ["good", "bad", "fine"][i % 3]
+            ));
+        }
+        text
+    };
+    std::fs::write(&train_csv, rows(64, Some(40))).unwrap();
+    std::fs::write(&dev_csv, rows(16, None)).unwrap();
+    let out = dir.path().join("r");
+    let task = [
+        "--task".to_string(),
+        "custom".into(),
+        "--set".into(),
+        format!("custom.train={:?}", train_csv.display().to_string()),
+        "--set".into(),
+        format!("custom.dev={:?}", dev_csv.display().to_string()),
+        "--set".into(),
+        "custom.score=\"score\"".into(),
+        "--method".into(),
+        "lora".into(),
+        "--max-steps".into(),
+        "8".into(),
+        "--eval-every".into(),
+        "1".into(),
+    ];
+    let task: Vec<&str> = task.iter().map(String::as_str).collect();
+    let args = tiny_args(&out, &task);
+    let err = fails_with(adalora().args(&args).output().unwrap(), "at step");
+    assert!(
+        err.contains("last good checkpoint") && err.contains("--resume"),
+        "{err}"
+    );
+    let step = json(&out.join("checkpoint/state.json"))["step"]
+        .as_u64()
+        .unwrap();
+    assert!(err.contains(&format!("at step {}", step + 1)), "{err}");
+    let metrics = read(&out.join("metrics.csv"));
+    // Deterministic: resuming as is stops at the same step again, losing nothing.
+    let again = fails_with(resume(&out), &format!("at step {}", step + 1));
+    assert!(again.contains(&format!("at step {step}")), "{again}");
+    assert_eq!(read(&out.join("metrics.csv")), metrics);
+    // With the row fixed, --resume continues from the checkpoint to the end.
+    std::fs::write(&train_csv, rows(64, None)).unwrap();
+    let done = String::from_utf8(ok(resume(&out)).stderr).unwrap();
+    assert!(done.contains(&format!("at step {step}")), "{done}");
+    assert_eq!(json(&out.join("summary.json"))["total_steps"], 8);
+}
+
+#[test]
+fn the_best_checkpoint_reproduces_its_metrics_and_dev_loss_includes_the_orth_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    // Masking every 5 steps from step 10 (the first that prunes: 15); the evaluation at step 17
+    // sees masked λ that moved since, at a learning rate high enough for them to matter.
+    let schedule = [
+        "--lr",
+        "5e-2",
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "17",
+        "--tinit",
+        "10",
+        "--tfinal",
+        "8",
+        "--delta-t",
+        "5",
+        "--stop-after-steps",
+        "17",
+    ];
+    ok(train(&out, &schedule));
+    let state = json(&out.join("checkpoint/state.json"));
+    assert_eq!(state["best_step"], 17);
+    let best = &state["best_metrics"];
+    // The test only means something if masked λ did move: more triplets act than the mask keeps.
+    let budget = json(&out.join("rank_pattern.json"))["total_rank"]
+        .as_u64()
+        .unwrap();
+    let config = json(&out.join("best/adapter_config.json"));
+    let active: usize = config["rank_pattern"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| {
+            m.as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b.as_bool().unwrap())
+                .count()
+        })
+        .sum();
+    assert!(
+        active as u64 > budget,
+        "no masked λ moved ({active} active, budget {budget})"
+    );
+
+    let report = ok(run(&["eval", "--run", out.to_str().unwrap(), "--best"]));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let dev = &report["splits"]["dev"];
+    for (name, value) in best.as_object().unwrap() {
+        let (want, got) = (value.as_f64().unwrap(), dev[name].as_f64().unwrap());
+        if name == "task_loss" {
+            assert!(
+                (want - got).abs() <= 1e-6 * want.abs().max(1.0),
+                "task_loss {got} ≠ {want}"
+            );
+        } else {
+            assert_eq!(got, want, "{name}");
+        }
+    }
+    // Dev rows of metrics.csv: loss = task_loss + γ·orth_reg (γ = 0.5), the terms named.
+    let text = read(&out.join("metrics.csv"));
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    let col = |name: &str| rows[0].iter().position(|h| *h == name).unwrap();
+    let dev_row = rows.iter().find(|r| r[col("split")] == "dev").unwrap();
+    let value = |name: &str| dev_row[col(name)].parse::<f64>().unwrap();
+    assert!(value("orth_reg") > 0.0);
+    let expected = value("task_loss") + 0.5 * value("orth_reg");
+    assert!((value("loss") - expected).abs() < 2e-6, "{dev_row:?}");
+    assert!(dev["loss"].as_f64().unwrap() > dev["task_loss"].as_f64().unwrap());
+}
+
+#[test]
+fn a_run_finds_its_model_from_any_directory_and_says_what_to_pass_when_it_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("models/tiny");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(tiny_model().join(f), model.join(f)).unwrap();
+    }
+    // Trained from `dir` with a relative --model.
+    let mut args = tiny_args(Path::new("run"), &["--max-steps", "2", "--method", "lora"]);
+    let at = args.iter().position(|a| a == "--model").unwrap();
+    args[at + 1] = "models/tiny".into();
+    ok(adalora()
+        .args(&args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap());
+    let run_dir = dir.path().join("run");
+    let r = run_dir.to_str().unwrap();
+    ok(run(&["eval", "--run", r])); // from another directory
+
+    let moved = dir.path().join("elsewhere");
+    std::fs::rename(&model, &moved).unwrap();
+    let err = fails_with(run(&["eval", "--run", r]), "pass --model DIR");
+    assert!(err.contains("models/tiny"), "{err}");
+    for cmd in [
+        vec!["eval", "--run", r, "--model", moved.to_str().unwrap()],
+        vec![
+            "predict",
+            "--run",
+            r,
+            "--model",
+            moved.to_str().unwrap(),
+            "--output",
+        ],
+        vec![
+            "merge",
+            "--run",
+            r,
+            "--model",
+            moved.to_str().unwrap(),
+            "--out",
+        ],
+    ] {
+        let mut cmd = cmd;
+        let target = dir.path().join(format!("out-{}", cmd[0]));
+        if cmd[0] != "eval" {
+            cmd.push(target.to_str().unwrap());
+        }
+        ok(run(&cmd));
+    }
+    // Another model is refused by fingerprint.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(moved.join(f), other.join(f)).unwrap();
+    }
+    let config = read(&moved.join("config.json")).replace(
+        "\"hidden_dropout_prob\": 0.1",
+        "\"hidden_dropout_prob\": 0.2",
+    );
+    std::fs::write(other.join("config.json"), config).unwrap();
+    fails_with(
+        run(&["eval", "--run", r, "--model", other.to_str().unwrap()]),
+        "not the base model this run was trained from",
+    );
+}
+
+#[test]
+fn settings_out_of_range_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--max-seq-len", "100"], "train.max_seq_len = 100"),
+        (
+            &["--set", "train.classifier_dropout=1.5"],
+            "train.classifier_dropout = 1.5",
+        ),
+        (&["--set", "train.lr=-1"], "train.lr = -1"),
+        (&["--batch-size", "0"], "train.batch_size = 0"),
+        (&["--set", "adalora.beta1=1.0"], "beta1"),
+        (&["--set", "adalora.dropout=1"], "adalora.dropout = 1"),
+        (
+            &["--set", "adalora.orth_reg_weight=-0.5"],
+            "orth_reg_weight",
+        ),
+        (&["--delta-t", "0"], "adalora.delta_t = 0"),
+        (
+            &["--set", "train.weight_decay=nan"],
+            "train.weight_decay = NaN",
+        ),
+        (&["--set", "train.eval_every=0"], "train.eval_every = 0"),
+    ];
+    for (extra, needle) in cases {
+        let err = fails_with(train(&out, extra), needle);
+        assert!(
+            err.contains("invalid setting") || err.contains("invalid"),
+            "{err}"
+        );
+    }
+    assert!(!out.join("checkpoint").exists());
+}
