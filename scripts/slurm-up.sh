@@ -77,7 +77,8 @@ MEM_MB="$(free -m | awk '/^Mem:/ { print int($2 * 0.95) }')"
 cat > "$SLURM_CONF" <<CONF
 # Written by scripts/slurm-up.sh: a single-node cluster for adalora sweeps.
 ClusterName=adalora
-SlurmctldHost=$NODE
+# Addresses are given so that the host name need not resolve (not every CI box lists it).
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -103,14 +104,14 @@ ReturnToService=2
 # Finished jobs stay visible to scontrol for 10 minutes (sacct keeps them for good).
 MinJobAge=600
 AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=$NODE
+AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
 # (with munge, the "password" is the munge socket to use)
 AccountingStoragePass=$MUNGE_SOCKET
 JobAcctGatherType=jobacct_gather/none
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=local Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
 
@@ -118,7 +119,8 @@ CONF
 (umask 077; cat > "$D/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 AuthInfo=socket=$MUNGE_SOCKET
-DbdHost=$NODE
+DbdHost=localhost
+DbdAddr=127.0.0.1
 DbdPort=$DBD_PORT
 SlurmUser=root
 StorageType=accounting_storage/mysql
