@@ -338,17 +338,31 @@ pub struct LinePlot<'a> {
 }
 
 fn padded_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
-    let span = (hi - lo).abs().max(1e-9);
-    let pad = span * 0.08;
+    let span = (hi - lo).abs();
+    // A single x (one evaluation) or a flat line still gets a readable axis.
+    let pad = if span < 1e-9 {
+        (lo.abs() * 0.05).max(1.0)
+    } else {
+        span * 0.08
+    };
     (lo - pad)..(hi + pad)
+}
+
+/// Height of the legend strip under a line plot.
+fn legend_height(series: usize) -> u32 {
+    22 * series as u32 + 14
 }
 
 impl Figure for LinePlot<'_> {
     fn size(&self) -> (u32, u32) {
-        (960, 560)
+        (960, 520 + legend_height(self.series.len()))
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        // The legend gets its own strip under the chart so it never hides a line.
+        let (_, h) = root.dim_in_pixel();
+        let (root, legend) = root.split_vertically(h - legend_height(self.series.len()));
+        let root = &root;
         let all: Vec<(f64, f64, f64)> = self
             .series
             .iter()
@@ -406,14 +420,12 @@ impl Figure for LinePlot<'_> {
             if s.dashed {
                 chart
                     .draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))
-                    .map_err(err)?
+                    .map_err(err)?;
             } else {
                 chart
                     .draw_series(LineSeries::new(points.clone(), style))
-                    .map_err(err)?
+                    .map_err(err)?;
             }
-            .label(s.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
             if s.markers {
                 chart
                     .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
@@ -440,14 +452,24 @@ impl Figure for LinePlot<'_> {
                     .map_err(err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)
+        for (i, s) in self.series.iter().enumerate() {
+            let y = 8 + 22 * i as i32 + 11;
+            let style = series_color(i).stroke_width(3);
+            legend
+                .draw(&PathElement::new(vec![(80, y), (110, y)], style))
+                .map_err(err)?;
+            legend
+                .draw(&Text::new(
+                    s.name.clone(),
+                    (120, y),
+                    ("sans-serif", 15)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                ))
+                .map_err(err)?;
+        }
+        Ok(())
     }
 }
 
@@ -481,7 +503,8 @@ impl Figure for GroupedBars<'_> {
             .iter()
             .map(|(m, e)| m + e)
             .fold(f64::NEG_INFINITY, f64::max);
-        let hi = hi + (hi - lo).abs() * 0.15;
+        // Head room for the value labels and the legend (one line per series) above the bars.
+        let hi = hi + (hi - lo).abs() * (0.12 + 0.08 * self.series.len() as f64);
         let groups = self.groups;
         let mut chart = ChartBuilder::on(root)
             .caption(self.title, ("sans-serif", 20))

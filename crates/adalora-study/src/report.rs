@@ -53,12 +53,18 @@ impl Study {
         let m = sweep.read()?;
         let maps: Vec<BTreeMap<String, String>> = m.rows.iter().map(settings_map).collect();
         let keys: BTreeSet<&String> = maps.iter().flat_map(|s| s.keys()).collect();
-        // A key distinguishes rows if it is not set to the same value in every run.
+        // A key distinguishes rows if it takes different values within one task (settings
+        // that only follow the task, like its subset size or epochs, do not).
         let varying: Vec<&String> = keys
             .into_iter()
+            .filter(|k| !NOT_A_ROW_KEY.contains(&k.as_str()))
             .filter(|k| {
-                let values: BTreeSet<Option<&String>> = maps.iter().map(|s| s.get(*k)).collect();
-                values.len() > 1 && !NOT_A_ROW_KEY.contains(&k.as_str())
+                let mut by_task: BTreeMap<Option<&String>, BTreeSet<Option<&String>>> =
+                    BTreeMap::new();
+                for s in &maps {
+                    by_task.entry(s.get("task")).or_default().insert(s.get(*k));
+                }
+                by_task.values().any(|values| values.len() > 1)
             })
             .collect();
         let mut entries = Vec::new();

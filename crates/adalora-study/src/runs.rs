@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::io::{read_json, RunDir};
-use adalora_train::{MethodKind, RunConfig, Summary};
+use adalora_train::{MethodKind, RunConfig};
 use anyhow::Context;
+use serde::Deserialize;
 
 /// Module rows in the paper's order (Figure 3), with their paper names.
 pub const MODULE_ORDER: [(&str, &str); 7] = [
@@ -176,11 +177,24 @@ pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricsRow>> {
     Ok(rows)
 }
 
+/// The fields of `summary.json` a report reads (a view, so summaries written by older builds,
+/// which lack newer fields, still report).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RunSummary {
+    pub task: String,
+    pub main_metric: String,
+    pub final_metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    pub trainable_params: usize,
+    pub final_total_rank: Option<usize>,
+    pub train_seconds: f64,
+    pub train_examples_per_second: f64,
+}
+
 /// Everything a report needs about one finished run.
 #[derive(Clone, Debug)]
 pub struct RunRecord {
     pub dir: PathBuf,
-    pub summary: Summary,
+    pub summary: RunSummary,
     pub config: RunConfig,
     pub pattern: Option<RankPattern>,
 }
@@ -188,7 +202,7 @@ pub struct RunRecord {
 impl RunRecord {
     pub fn read(dir: &Path) -> anyhow::Result<Self> {
         let run = RunDir::new(dir);
-        let summary: Summary = read_json(&run.summary())
+        let summary: RunSummary = read_json(&run.summary())
             .with_context(|| format!("{} is not a finished run", dir.display()))?;
         let config = RunConfig::load(Some(&run.config()), &[])?;
         let pattern = run

@@ -5,7 +5,8 @@
 //! base = "quickstart.toml"        # optional run configuration, relative to this file
 //! [set]                           # settings shared by every run (dotted keys)
 //! "train.epochs" = 1
-//! [sweep]                         # one axis per key: a list of values, crossed
+//! [sweep]                         # one axis per key: a list of values, crossed in
+//!                                 # alphabetical order of the keys (the last varies fastest)
 //! method = ["lora", "adalora"]
 //! seed = [1, 2, 3]
 //! budget = [                      # a list of tables: settings that move together

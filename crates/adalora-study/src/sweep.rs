@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::io::read_json;
-use adalora_train::{RunConfig, Summary};
+use adalora_train::RunConfig;
+
+use crate::runs::RunSummary;
 use anyhow::Context;
 
 use crate::executor::{self, Executor, LocalExecutor, Outcome, SweepJob};
@@ -262,7 +264,7 @@ fn measured_throughput(sweep: &SweepDir) -> Option<f64> {
         .rows
         .iter()
         .filter(|r| r.status == Status::Done)
-        .filter_map(|r| read_json::<Summary>(&sweep.run_path(r).join("summary.json")).ok())
+        .filter_map(|r| read_json::<RunSummary>(&sweep.run_path(r).join("summary.json")).ok())
         .map(|s| s.train_examples_per_second)
         .filter(|x| x.is_finite() && *x > 0.0)
         .collect();
