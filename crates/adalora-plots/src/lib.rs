@@ -473,13 +473,16 @@ impl Figure for LinePlot<'_> {
     }
 }
 
+/// One bar series: its name and, per group, the mean and half-width of the error bar.
+pub type BarSeries = (String, Vec<Option<(f64, f64)>>);
+
 /// Grouped bars (groups = tasks, one bar per series) with ± error bars and value labels.
 pub struct GroupedBars<'a> {
     pub title: &'a str,
     pub y_desc: &'a str,
     pub groups: &'a [String],
     /// (series name, per group: mean and half-width of the error bar).
-    pub series: &'a [(String, Vec<Option<(f64, f64)>>)],
+    pub series: &'a [BarSeries],
 }
 
 impl Figure for GroupedBars<'_> {

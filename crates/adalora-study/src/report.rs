@@ -142,7 +142,7 @@ impl Study {
         }
         by_lr
             .into_values()
-            .map(|runs| Cell::of(runs))
+            .map(Cell::of)
             .max_by(|a, b| a.mean.total_cmp(&b.mean))
     }
 }
