@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::config::apply_override;
-use adalora_train::io::fnv1a;
+use adalora_train::io::fnv1a64;
 use adalora_train::RunConfig;
 use anyhow::{bail, Context};
 
@@ -303,7 +303,7 @@ impl SweepSpec {
                 overrides.join(" ")
             )
         })?;
-        let hash = fnv1a(config.to_toml()?.as_bytes());
+        let hash = format!("{:016x}", fnv1a64(config.to_toml()?.as_bytes()));
         Ok(PlannedRun {
             label: sanitize(&label),
             settings,

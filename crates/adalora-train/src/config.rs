@@ -403,11 +403,6 @@ impl RunConfig {
                 "must be positive (omit it to disable clipping)",
             )?;
         }
-        if !self.lora.rank_pattern.is_empty() && self.method != MethodKind::Lora {
-            bail!(
-                "invalid setting lora.rank_pattern: a fixed rank pattern applies to method = \"lora\" only"
-            );
-        }
         for (name, alpha) in [
             ("lora.alpha", self.lora.alpha),
             ("adalora.alpha", self.adalora.alpha),
@@ -418,6 +413,11 @@ impl RunConfig {
                 alpha,
                 "must be a positive number",
             )?;
+        }
+        if !self.lora.rank_pattern.is_empty() && self.method != MethodKind::Lora {
+            bail!(
+                "invalid setting lora.rank_pattern: a fixed rank pattern applies to method = \"lora\" only"
+            );
         }
         if self.method == MethodKind::Lora {
             require(
@@ -451,6 +451,24 @@ impl RunConfig {
     }
 }
 
+fn require(ok: bool, name: &str, value: impl std::fmt::Display, rule: &str) -> anyhow::Result<()> {
+    if !ok {
+        bail!("invalid setting {name} = {value}: {rule}");
+    }
+    Ok(())
+}
+
+/// `train.max_seq_len` must fit the model's position embeddings (a longer input would index
+/// past them).
+pub fn check_max_seq_len(max_seq_len: usize, max_position_embeddings: usize) -> anyhow::Result<()> {
+    require(
+        max_seq_len <= max_position_embeddings,
+        "train.max_seq_len",
+        max_seq_len,
+        &format!("the model's max_position_embeddings is {max_position_embeddings}"),
+    )
+}
+
 /// Module path → final rank from a `rank_pattern.json` an AdaLoRA run wrote.
 pub fn read_rank_pattern(path: &Path) -> anyhow::Result<BTreeMap<String, usize>> {
     let doc: serde_json::Value = crate::io::read_json(path)?;
@@ -475,24 +493,6 @@ pub fn read_rank_pattern(path: &Path) -> anyhow::Result<BTreeMap<String, usize>>
             }
         })
         .collect()
-}
-
-fn require(ok: bool, name: &str, value: impl std::fmt::Display, rule: &str) -> anyhow::Result<()> {
-    if !ok {
-        bail!("invalid setting {name} = {value}: {rule}");
-    }
-    Ok(())
-}
-
-/// `train.max_seq_len` must fit the model's position embeddings (a longer input would index
-/// past them).
-pub fn check_max_seq_len(max_seq_len: usize, max_position_embeddings: usize) -> anyhow::Result<()> {
-    require(
-        max_seq_len <= max_position_embeddings,
-        "train.max_seq_len",
-        max_seq_len,
-        &format!("the model's max_position_embeddings is {max_position_embeddings}"),
-    )
 }
 
 /// `a.b.c=value`: value parsed as a TOML literal (number, bool, array, quoted string), else

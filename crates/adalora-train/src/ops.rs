@@ -75,13 +75,14 @@ impl Source {
 /// The base model's fingerprint a run recorded: in summary.json, else in its checkpoint.
 fn recorded_fingerprint(dir: &RunDir) -> anyhow::Result<Option<String>> {
     let state = dir.checkpoint().join("state.json");
-    Ok(if dir.summary().is_file() {
-        Some(read_json::<crate::trainer::Summary>(&dir.summary())?.model_fingerprint)
+    let recorded = if dir.summary().is_file() {
+        read_json::<crate::trainer::Summary>(&dir.summary())?.model_fingerprint
     } else if state.is_file() {
-        Some(read_json::<crate::trainer::TrainState>(&state)?.model_fingerprint)
+        read_json::<crate::trainer::TrainState>(&state)?.model_fingerprint
     } else {
-        None
-    })
+        String::new()
+    };
+    Ok(Some(recorded).filter(|f| !f.is_empty()))
 }
 
 /// Load the classification model described by `src` on the CPU, with `num_labels` outputs.

@@ -128,7 +128,9 @@ pub struct Summary {
     pub task: String,
     pub method: String,
     pub model_dir: String,
-    /// [`fingerprint`] of the base model: `eval --run … --model DIR` checks DIR against it.
+    /// [`fingerprint`] of the base model: `eval --run … --model DIR` checks DIR against it
+    /// (empty in runs from before it was recorded: nothing to check).
+    #[serde(default)]
     pub model_fingerprint: String,
     pub run_dir: String,
     pub total_steps: usize,
