@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use adalora_study::figures::{self, Kind};
 use adalora_study::report::{self, Study};
+use adalora_study::slurm::SlurmOptions;
+use adalora_study::sweep::ExecutorKind;
 use adalora_study::{SweepDir, SweepOptions};
 use clap::Args;
 
@@ -29,9 +31,58 @@ pub struct SweepArgs {
     /// Run only row I of the manifest (claim it, train or resume it, record the outcome).
     #[arg(long, value_name = "I")]
     run_index: Option<usize>,
-    /// Show the manifest's runs and their state.
+    /// Show the manifest's runs and their state (with their Slurm job states, if submitted).
     #[arg(long, conflicts_with_all = ["dry_run", "run_index", "retry_failed"])]
     status: bool,
+    /// local: child processes on this machine; slurm: one job array (see [slurm] below).
+    #[arg(long, default_value = "local", value_parser = ExecutorKind::parse)]
+    executor: ExecutorKind,
+    /// Cancel the sweep's queued and running Slurm tasks (runs keep their checkpoints).
+    #[arg(long, conflicts_with_all = ["dry_run", "run_index", "retry_failed", "status"])]
+    cancel: bool,
+    /// With --executor slurm: wait until the array has finished, then write the report.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    slurm: SlurmArgs,
+}
+
+/// Resources of each run for `--executor slurm`; each overrides the sweep file's `[slurm]`.
+#[derive(Args, Debug)]
+struct SlurmArgs {
+    #[arg(long)]
+    partition: Option<String>,
+    #[arg(long)]
+    account: Option<String>,
+    /// Time limit per run (sbatch --time: 30, 2:00:00, 1-00:00:00).
+    #[arg(long)]
+    time: Option<String>,
+    /// GPUs per run; the run trains on the GPU Slurm allocates (needs a cuda build).
+    #[arg(long)]
+    gpus_per_run: Option<u32>,
+    /// CPUs per run (also its BLAS thread count).
+    #[arg(long)]
+    cpus_per_run: Option<u32>,
+    /// Memory per run (sbatch --mem: 8G, 16000M).
+    #[arg(long)]
+    mem: Option<String>,
+    /// At most this many runs at once (the array's %K throttle).
+    #[arg(long)]
+    max_parallel: Option<usize>,
+}
+
+impl SlurmArgs {
+    fn options(&self) -> SlurmOptions {
+        SlurmOptions {
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            time: self.time.clone(),
+            gpus_per_run: self.gpus_per_run,
+            cpus_per_run: self.cpus_per_run,
+            mem: self.mem.clone(),
+            max_parallel: self.max_parallel,
+        }
+    }
 }
 
 pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
@@ -44,6 +95,10 @@ pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         run_index: args.run_index,
         status: args.status,
+        executor: args.executor,
+        slurm: args.slurm.options(),
+        cancel: args.cancel,
+        wait: args.wait,
     })
 }
 

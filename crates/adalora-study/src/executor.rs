@@ -86,7 +86,12 @@ fn claim(sweep: &SweepDir, index: usize) -> anyhow::Result<Option<Row>> {
             .with_context(|| format!("--run-index {index}: the sweep has {n} runs (0..{n})"))?;
         match (&row.status, &row.claim) {
             (Status::Done, _) => return Ok(None),
-            (Status::Running, Some(c)) if !c.is_dead_here() && c.pid != std::process::id() => {
+            // A requeued Slurm task may find its row claimed by its own earlier incarnation.
+            (Status::Running, Some(c))
+                if !c.is_dead_here()
+                    && c.pid != std::process::id()
+                    && !crate::slurm::is_own_task(row, |k| std::env::var(k).ok()) =>
+            {
                 bail!(
                     "run #{index} ({}) is already running (host {}, pid {})",
                     row.label,
@@ -119,8 +124,10 @@ fn train_row(sweep: &SweepDir, row: &Row, planned: &PlannedRun) -> anyhow::Resul
             out.display()
         );
     }
+    let mut config = planned.config.clone();
+    config.device = crate::slurm::task_device(config.device, |k| std::env::var(k).ok())?;
     let opts = TrainOptions {
-        config: planned.config.clone(),
+        config,
         out: out.clone(),
         resume,
         // A started run without a checkpoint has nothing worth keeping.

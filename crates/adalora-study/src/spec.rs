@@ -27,14 +27,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::config::apply_override;
-use adalora_train::io::fnv1a;
+use adalora_train::io::fnv1a64;
 use adalora_train::RunConfig;
 use anyhow::{bail, Context};
+
+use crate::slurm::SlurmOptions;
 
 /// One setting: a dotted `RunConfig` key and its TOML value.
 pub type Setting = (String, toml::Value);
 
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "name",
     "description",
     "base",
@@ -42,6 +44,7 @@ const TOP_LEVEL_KEYS: [&str; 7] = [
     "sweep",
     "include",
     "exclude",
+    "slurm",
 ];
 
 /// One value of an axis: the settings it applies and a short label for folder names.
@@ -66,6 +69,8 @@ pub struct SweepSpec {
     axes: Vec<Axis>,
     include: Vec<Vec<Setting>>,
     exclude: Vec<Vec<(String, Vec<toml::Value>)>>,
+    /// Resources per run for `--executor slurm` (`[slurm]`; not part of any run's identity).
+    pub slurm: SlurmOptions,
 }
 
 /// One run of the expanded grid.
@@ -211,6 +216,10 @@ impl SweepSpec {
             }
             exclude.push(row);
         }
+        let slurm = match doc.get("slurm") {
+            Some(v) => SlurmOptions::from_toml(v, &file.to_string())?,
+            None => SlurmOptions::default(),
+        };
         let spec = SweepSpec {
             path: path.to_path_buf(),
             name,
@@ -219,6 +228,7 @@ impl SweepSpec {
             axes,
             include,
             exclude,
+            slurm,
         };
         Ok(spec)
     }
@@ -293,7 +303,7 @@ impl SweepSpec {
                 overrides.join(" ")
             )
         })?;
-        let hash = fnv1a(config.to_toml()?.as_bytes());
+        let hash = format!("{:016x}", fnv1a64(config.to_toml()?.as_bytes()));
         Ok(PlannedRun {
             label: sanitize(&label),
             settings,

@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use crate::executor::{self, Executor, LocalExecutor, Outcome, SweepJob};
 use crate::manifest::{Status, SweepDir};
+use crate::slurm::{SlurmExecutor, SlurmOptions};
 use crate::spec::{PlannedRun, SweepSpec};
 
 /// Training throughput of one process with one BLAS thread on the 2-core development machine
@@ -32,6 +33,31 @@ pub struct SweepOptions {
     pub run_index: Option<usize>,
     /// Print the manifest's state and exit.
     pub status: bool,
+    /// Where the runs go: child processes here (default) or a Slurm job array.
+    pub executor: ExecutorKind,
+    /// `--executor slurm` resources from the command line (over the file's `[slurm]`).
+    pub slurm: SlurmOptions,
+    /// Cancel the sweep's Slurm arrays and exit.
+    pub cancel: bool,
+    /// With `--executor slurm`: wait for the array, then write the report.
+    pub wait: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}
+
+impl ExecutorKind {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "local" => Ok(ExecutorKind::Local),
+            "slurm" => Ok(ExecutorKind::Slurm),
+            other => anyhow::bail!("--executor {other:?}: expected local or slurm"),
+        }
+    }
 }
 
 pub fn default_out(spec: &SweepSpec) -> PathBuf {
@@ -42,13 +68,30 @@ pub fn run(opts: &SweepOptions) -> anyhow::Result<()> {
     let spec = SweepSpec::load(&opts.file)?;
     let runs = spec.expand()?;
     let sweep = SweepDir::new(opts.out.clone().unwrap_or_else(|| default_out(&spec)));
+    let job = SweepJob {
+        sweep_file: opts.file.clone(),
+        sweep: sweep.clone(),
+        program: executor::current_program()?,
+    };
+    let slurm = SlurmExecutor {
+        name: spec.name.clone(),
+        options: opts.slurm.clone().or(&spec.slurm),
+        dry_run: opts.dry_run,
+        wait: opts.wait,
+    };
     if opts.dry_run {
-        return print_plan(&spec, &runs, &sweep, opts);
+        return match opts.executor {
+            ExecutorKind::Local => print_plan(&spec, &runs, &sweep, opts),
+            ExecutorKind::Slurm => slurm.execute(&job, &planned_rows(&sweep, &runs, opts)?),
+        };
     }
     let file = opts.file.display().to_string();
     if opts.status {
         print_status(&sweep)?;
         return Ok(());
+    }
+    if opts.cancel {
+        return crate::slurm::cancel(&sweep);
     }
     sweep.sync(&spec.name, &file, &runs)?;
     if let Some(index) = opts.run_index {
@@ -57,7 +100,14 @@ pub fn run(opts: &SweepOptions) -> anyhow::Result<()> {
             _ => Ok(()),
         };
     }
-    let todo = executor::rows_to_run(&sweep.read()?, opts.retry_failed);
+    let todo = match opts.executor {
+        ExecutorKind::Local => executor::rows_to_run(&sweep.read()?, opts.retry_failed),
+        ExecutorKind::Slurm => crate::slurm::rows_to_submit(
+            &sweep.read()?,
+            opts.retry_failed,
+            &crate::slurm::live_tasks()?,
+        ),
+    };
     let m = sweep.read()?;
     eprintln!(
         "sweep {}: {} runs ({} done, {} failed{}), {} to run now in {}",
@@ -73,17 +123,19 @@ pub fn run(opts: &SweepOptions) -> anyhow::Result<()> {
         todo.len(),
         sweep.root.display()
     );
-    let job = SweepJob {
-        sweep_file: opts.file.clone(),
-        sweep: sweep.clone(),
-        program: executor::current_program()?,
-    };
-    let local = LocalExecutor::new(opts.jobs, opts.threads_per_job);
-    eprintln!(
-        "local executor: {} job(s) × {} thread(s)",
-        local.jobs, local.threads_per_job
-    );
-    local.execute(&job, &todo)?;
+    if opts.executor == ExecutorKind::Slurm {
+        slurm.execute(&job, &todo)?;
+        if !opts.wait {
+            return Ok(());
+        }
+    } else {
+        let local = LocalExecutor::new(opts.jobs, opts.threads_per_job);
+        eprintln!(
+            "local executor: {} job(s) × {} thread(s)",
+            local.jobs, local.threads_per_job
+        );
+        local.execute(&job, &todo)?;
+    }
     let m = sweep.read()?;
     crate::report::write_all(&sweep).context("writing the report and figures")?;
     print_status(&sweep)?;
@@ -97,11 +149,42 @@ pub fn run(opts: &SweepOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The manifest's rows a `--dry-run` would submit, without writing the manifest: the rows left
+/// to run, then the runs the sweep file adds (they will be appended in order).
+fn planned_rows(
+    sweep: &SweepDir,
+    runs: &[PlannedRun],
+    opts: &SweepOptions,
+) -> anyhow::Result<Vec<usize>> {
+    if !sweep.exists() {
+        return Ok((0..runs.len()).collect());
+    }
+    let m = sweep.read()?;
+    let known: std::collections::BTreeSet<&str> = m.rows.iter().map(|r| r.hash.as_str()).collect();
+    let added = runs
+        .iter()
+        .filter(|r| !known.contains(r.hash.as_str()))
+        .count();
+    let mut rows = executor::rows_to_run(&m, opts.retry_failed);
+    rows.extend(m.rows.len()..m.rows.len() + added);
+    Ok(rows)
+}
+
 fn print_status(sweep: &SweepDir) -> anyhow::Result<()> {
     let m = sweep.read()?;
+    // Rows that went to Slurm also show their array task and its state (squeue/sacct).
+    let slurm = if m
+        .rows
+        .iter()
+        .any(|r| r.executor.contains_key(crate::slurm::JOB_KEY))
+    {
+        crate::slurm::row_states(&m)?
+    } else {
+        BTreeMap::new()
+    };
     println!(
-        "{:>4}  {:<8} {:>8} {:>4}  {:<40} error",
-        "#", "status", "wall s", "try", "run"
+        "{:>4}  {:<8} {:>8} {:>4}  {:<40} {:<22} error",
+        "#", "status", "wall s", "try", "run", "slurm task"
     );
     for r in &m.rows {
         let status = match r.status {
@@ -109,12 +192,13 @@ fn print_status(sweep: &SweepDir) -> anyhow::Result<()> {
             s => status_name(s),
         };
         println!(
-            "{:>4}  {:<8} {:>8.1} {:>4}  {:<40} {}",
+            "{:>4}  {:<8} {:>8.1} {:>4}  {:<40} {:<22} {}",
             r.index,
             status,
             r.wall_seconds,
             r.attempts,
             r.run_dir,
+            slurm.get(&r.index).map_or("", String::as_str),
             r.error
                 .as_deref()
                 .and_then(|e| e.lines().next())
