@@ -42,14 +42,6 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// FNV-1a (64-bit): a stable, dependency-free fingerprint of bytes (base-model identity,
-/// sweep settings). Not cryptographic.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
 /// [`fnv1a64`] as 16 hex digits: cheap, and enough to catch a torn or bit-flipped file.
 pub fn fnv1a(bytes: &[u8]) -> String {
     format!("{:016x}", fnv1a64(bytes))
