@@ -18,7 +18,7 @@ echo "training LoRA and AdaLoRA (logs: $OUT/{lora,adalora}.log) ..."
 declare -A LR=([lora]=2e-3 [adalora]=1e-2)
 pids=()
 for m in lora adalora; do
-  OPENBLAS_NUM_THREADS=1 "$BIN" train --config experiments/quickstart.toml --method "$m" \
+  RAYON_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$BIN" train --config experiments/quickstart.toml --method "$m" \
     --lr "${LR[$m]}" --out "$OUT/$m" --overwrite --quiet >"$OUT/$m.log" 2>&1 &
   pids+=($!)
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the build needs (OpenBLAS/LAPACK for the CPU backend, fontconfig
-# and DejaVu fonts for plots, unzip for the asset fetch). No-op when they are already present.
+# and DejaVu fonts for plots, unzip for the asset fetch), plus any packages named as arguments
+# (scripts/slurm-up.sh passes slurm-wlm and munge). No-op when they are already present.
 set -euo pipefail
-PKGS=(libopenblas-dev liblapack-dev libfontconfig1-dev fonts-dejavu-core pkg-config unzip)
+PKGS=(libopenblas-dev liblapack-dev libfontconfig1-dev fonts-dejavu-core pkg-config unzip "$@")
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

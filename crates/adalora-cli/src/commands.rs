@@ -45,6 +45,10 @@ pub struct TrainArgs {
     /// LoRA rank.
     #[arg(long)]
     r: Option<usize>,
+    /// LoRA with fixed per-module ranks from an AdaLoRA run's rank_pattern.json (no schedule;
+    /// rank-0 modules stay unadapted).
+    #[arg(long, value_name = "FILE")]
+    rank_pattern: Option<PathBuf>,
     /// α of LoRA or AdaLoRA (whichever --method is).
     #[arg(long)]
     alpha: Option<f64>,
@@ -72,6 +76,15 @@ pub struct TrainArgs {
     /// Layer subset, e.g. 0,1 or 3-5.
     #[arg(long)]
     layers: Option<String>,
+    /// QLoRA: store the frozen base weights as nf4 | fp4 | int8 (LoRA and AdaLoRA only).
+    #[arg(long)]
+    quantize: Option<String>,
+    /// Values per absmax block of the quantized base (default 64); must divide every row.
+    #[arg(long)]
+    quant_block_size: Option<usize>,
+    /// Quantize the absmax constants again to 8 bits (blocks of 256).
+    #[arg(long)]
+    double_quant: bool,
     /// Evaluate every N steps (default: every epoch).
     #[arg(long)]
     eval_every: Option<usize>,
@@ -129,6 +142,12 @@ impl TrainArgs {
         );
         push("device", self.device.as_deref().map(q));
         push("seed", self.seed.map(|v| v.to_string()));
+        push("quantize", self.quantize.as_deref().map(q));
+        push(
+            "quant_block_size",
+            self.quant_block_size.map(|v| v.to_string()),
+        );
+        push("double_quant", self.double_quant.then(|| "true".into()));
         push("train.lr", self.lr.map(|v| format!("{v:?}")));
         push("train.epochs", self.epochs.map(|v| v.to_string()));
         push("train.max_steps", self.max_steps.map(|v| v.to_string()));
@@ -148,6 +167,12 @@ impl TrainArgs {
             self.skip_bad_rows.then(|| "true".into()),
         );
         push("lora.r", self.r.map(|v| v.to_string()));
+        push(
+            "lora.rank_pattern_file",
+            self.rank_pattern
+                .as_ref()
+                .map(|p| q(&p.display().to_string())),
+        );
         if let Some(key) = alpha_key {
             push(key, self.alpha.map(|v| format!("{v:?}")));
         }

@@ -75,8 +75,9 @@ pub fn run(args: &ScheduleArgs) -> anyhow::Result<()> {
             schedule.delta_t,
             schedule.total_step
         );
-        plot_budget_schedule(path, &points, &title)?;
-        eprintln!("plot written to {}", path.display());
+        for written in plot_budget_schedule(path, &points, &title)? {
+            eprintln!("plot written to {}", written.display());
+        }
     }
     Ok(())
 }

@@ -6,15 +6,18 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::error::CoreError;
+use crate::frozen::BaseLinear;
 use crate::lora::LoraLinear;
+use crate::quant::{QuantConfig, QuantError};
 use crate::svd::SvdLinear;
 
 /// A linear layer as the fine-tuning method sees it.
 #[derive(Module, Debug)]
 pub enum AdaptedLinear<B: Backend> {
     /// No adapter. Trainability is whatever the layer's parameters say (full FT: all; BitFit:
-    /// bias only; LoRA/AdaLoRA on other modules: none).
-    Plain(Linear<B>),
+    /// bias only; LoRA/AdaLoRA on other modules: none; a quantized base: none).
+    Plain(BaseLinear<B>),
     Lora(LoraLinear<B>),
     Svd(SvdLinear<B>),
 }
@@ -22,14 +25,14 @@ pub enum AdaptedLinear<B: Backend> {
 impl<B: Backend> AdaptedLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            AdaptedLinear::Plain(l) => crate::frozen::linear_forward(l, x),
+            AdaptedLinear::Plain(l) => l.forward(x),
             AdaptedLinear::Lora(l) => l.forward(x),
             AdaptedLinear::Svd(l) => l.forward(x),
         }
     }
 
     /// The pretrained layer underneath (W0 in burn layout `[d_in, d_out]`).
-    pub fn base(&self) -> &Linear<B> {
+    pub fn base(&self) -> &BaseLinear<B> {
         match self {
             AdaptedLinear::Plain(l) => l,
             AdaptedLinear::Lora(l) => &l.base,
@@ -79,13 +82,44 @@ impl<B: Backend> AdaptedLinear<B> {
         }
     }
 
-    /// Merge and drop the adapter: a plain (frozen) layer with W0 + ΔW.
-    pub fn merge_and_unload(self) -> Linear<B> {
-        match self.merge() {
+    /// Merge and drop the adapter: a plain (frozen) dense f32 layer with W0 + ΔW (a quantized
+    /// W0 is dequantized first).
+    pub fn merge_and_unload(self, device: &B::Device) -> Linear<B> {
+        let base = match self.merge() {
             AdaptedLinear::Plain(l) => l,
             AdaptedLinear::Lora(l) => l.base,
             AdaptedLinear::Svd(l) => l.base,
+        };
+        base.into_dense(device)
+    }
+
+    /// Replace the base by its quantized form, keeping the adapter; `name` names it in errors.
+    pub fn quantize_base(
+        self,
+        config: QuantConfig,
+        name: &str,
+    ) -> Result<(Self, QuantError), CoreError> {
+        if self.is_merged() {
+            return Err(CoreError::State(format!(
+                "{name}: cannot quantize a base with a merged adapter"
+            )));
         }
+        Ok(match self {
+            AdaptedLinear::Plain(l) => {
+                let (base, error) = l.quantize(config, name)?;
+                (AdaptedLinear::Plain(base), error)
+            }
+            AdaptedLinear::Lora(mut l) => {
+                let (base, error) = l.base.quantize(config, name)?;
+                l.base = base;
+                (AdaptedLinear::Lora(l), error)
+            }
+            AdaptedLinear::Svd(mut l) => {
+                let (base, error) = l.base.quantize(config, name)?;
+                l.base = base;
+                (AdaptedLinear::Svd(l), error)
+            }
+        })
     }
 
     pub fn as_svd(&self) -> Option<&SvdLinear<B>> {

@@ -1,9 +1,18 @@
-//! Freezing and in-place updates of pretrained (frozen) linear layers.
+//! Pretrained (frozen) linear layers: freezing, in-place updates, and the quantized base.
+//!
+//! [`BaseLinear`] is the layer underneath every adapter type: a dense f32 [`Linear`] or a
+//! [`QuantizedLinear`] whose weight lives in 4/8 bits ([`crate::quant`]) and is dequantized on
+//! the fly for each matmul. LoRA and AdaLoRA do not know which one they sit on.
 
-use burn::module::Param;
+use std::sync::Arc;
+
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::error::CoreError;
+use crate::quant::{QuantConfig, QuantError, QuantizedMatrix};
 
 /// Mark W0 and its bias as not trainable: no gradient and therefore no optimizer state.
 pub fn freeze<B: Backend>(linear: Linear<B>) -> Linear<B> {
@@ -62,4 +71,174 @@ pub fn linear_forward<B: Backend, const D: usize>(
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
     linear_flat(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+}
+
+/// A linear layer whose weight is stored quantized; only the bias is a (frozen) parameter.
+///
+/// The quantized weight is not part of the module record: it is rebuilt from the pretrained
+/// checkpoint (quantization is deterministic), so checkpoints and adapters stay f32 files.
+#[derive(Module, Debug)]
+pub struct QuantizedLinear<B: Backend> {
+    /// W0 in HF layout `[d_out, d_in]`, shared between clones of the model.
+    #[module(skip)]
+    pub weight: Arc<QuantizedMatrix>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> QuantizedLinear<B> {
+    /// Quantize a dense layer; the f32 weight is dropped. `name` names the tensor in errors.
+    pub fn quantize(linear: Linear<B>, config: QuantConfig, name: &str) -> Result<Self, CoreError> {
+        let [d_in, d_out] = linear.weight.dims();
+        // HF layout, the tensor bitsandbytes quantizes: blocks run along d_in within a row.
+        let values = linear
+            .weight
+            .val()
+            .transpose()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| CoreError::Shape(format!("{name}: {e:?}")))?;
+        let weight = QuantizedMatrix::quantize(&values, d_out, d_in, config, name)?;
+        Ok(QuantizedLinear {
+            weight: Arc::new(weight),
+            bias: linear.bias.map(|b| b.set_require_grad(false)),
+        })
+    }
+
+    /// `[d_in, d_out]`, like [`Linear`].
+    pub fn dims(&self) -> [usize; 2] {
+        [self.weight.cols, self.weight.rows]
+    }
+
+    /// deq(q(W0)) in burn layout `[d_in, d_out]`, a constant (no gradient) on `device`.
+    pub fn dequantized(&self, device: &B::Device) -> Tensor<B, 2> {
+        let q = &self.weight;
+        let data = TensorData::new(q.dequantize(), [q.rows, q.cols]);
+        Tensor::<B, 2>::from_data(data, device).transpose()
+    }
+}
+
+/// The pretrained layer under an adapter (or alone): dense, or quantized and always frozen.
+#[derive(Module, Debug)]
+pub enum BaseLinear<B: Backend> {
+    Dense(Linear<B>),
+    Quantized(QuantizedLinear<B>),
+}
+
+impl<B: Backend> From<Linear<B>> for BaseLinear<B> {
+    fn from(linear: Linear<B>) -> Self {
+        BaseLinear::Dense(linear)
+    }
+}
+
+impl<B: Backend> BaseLinear<B> {
+    /// `x·W0 (+ b)`; a quantized weight is dequantized for this product only.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            BaseLinear::Dense(l) => linear_forward(l, x),
+            BaseLinear::Quantized(q) => {
+                let w = q.dequantized(&x.device());
+                linear_flat(x, w, q.bias.as_ref().map(|b| b.val()))
+            }
+        }
+    }
+
+    /// `[d_in, d_out]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            BaseLinear::Dense(l) => l.weight.dims(),
+            BaseLinear::Quantized(q) => q.dims(),
+        }
+    }
+
+    /// W0 in burn layout as the forward pass uses it (dequantized for a quantized base).
+    pub fn weight(&self, device: &B::Device) -> Tensor<B, 2> {
+        match self {
+            BaseLinear::Dense(l) => l.weight.val(),
+            BaseLinear::Quantized(q) => q.dequantized(device),
+        }
+    }
+
+    pub fn bias(&self) -> Option<&Param<Tensor<B, 1>>> {
+        match self {
+            BaseLinear::Dense(l) => l.bias.as_ref(),
+            BaseLinear::Quantized(q) => q.bias.as_ref(),
+        }
+    }
+
+    pub fn as_dense(&self) -> Option<&Linear<B>> {
+        match self {
+            BaseLinear::Dense(l) => Some(l),
+            BaseLinear::Quantized(_) => None,
+        }
+    }
+
+    pub fn as_quantized(&self) -> Option<&QuantizedLinear<B>> {
+        match self {
+            BaseLinear::Dense(_) => None,
+            BaseLinear::Quantized(q) => Some(q),
+        }
+    }
+
+    /// Freeze W0 and its bias.
+    pub fn freeze(self) -> Self {
+        match self {
+            BaseLinear::Dense(l) => BaseLinear::Dense(freeze(l)),
+            quantized => quantized,
+        }
+    }
+
+    /// `W0 ← W0 + delta`, frozen. A quantized base becomes dense f32 (deq(q(W0)) + delta):
+    /// merging is for export, and re-quantizing would lose the update's precision.
+    pub fn add_to_weight(self, delta: Tensor<B, 2>) -> Self {
+        match self {
+            BaseLinear::Dense(l) => BaseLinear::Dense(add_to_frozen_weight(l, delta)),
+            BaseLinear::Quantized(q) => {
+                let weight = q.dequantized(&delta.device());
+                BaseLinear::Dense(frozen_linear(
+                    (weight + delta).detach(),
+                    q.bias.map(|b| b.val()),
+                ))
+            }
+        }
+    }
+
+    /// The dense f32 layer (dequantized if needed), e.g. for merging into an HF checkpoint.
+    pub fn into_dense(self, device: &B::Device) -> Linear<B> {
+        match self {
+            BaseLinear::Dense(l) => l,
+            BaseLinear::Quantized(q) => {
+                frozen_linear(q.dequantized(device), q.bias.map(|b| b.val()))
+            }
+        }
+    }
+
+    /// Quantize a dense base (a quantized one is returned as is); `name` names it in errors.
+    /// Also reports the quantization error of the weight.
+    pub fn quantize(
+        self,
+        config: QuantConfig,
+        name: &str,
+    ) -> Result<(Self, QuantError), CoreError> {
+        match self {
+            BaseLinear::Dense(l) => {
+                let original = l.weight.val().transpose().into_data().convert::<f32>();
+                let q = QuantizedLinear::quantize(l, config, name)?;
+                let original = original
+                    .as_slice::<f32>()
+                    .map_err(|e| CoreError::Shape(format!("{name}: {e:?}")))?;
+                let error = QuantError::between(original, &q.weight.dequantize());
+                Ok((BaseLinear::Quantized(q), error))
+            }
+            quantized => Ok((quantized, QuantError::default())),
+        }
+    }
+
+    /// Bytes of the weight as stored (f32, or codes + constants), bias excluded.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            BaseLinear::Dense(l) => 4 * l.weight.shape().num_elements(),
+            BaseLinear::Quantized(q) => q.weight.resident_bytes(),
+        }
+    }
 }

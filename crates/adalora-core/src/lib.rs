@@ -1,7 +1,8 @@
 //! # adalora-core
 //!
 //! The method core of the framework: LoRA and AdaLoRA layers, the orthogonality regularizer,
-//! sensitivity scores, the cubic budget schedule and the global rank allocator. Backend-generic
+//! sensitivity scores, the cubic budget schedule, the global rank allocator and the quantized
+//! (QLoRA) frozen base. Backend-generic
 //! (`B: Backend` / `AutodiffBackend` from burn) and free of I/O.
 //!
 //! The behavioural reference is the original AdaLoRA code / PEFT (see `paper-notes/`); the
@@ -16,6 +17,7 @@ pub mod frozen;
 pub mod lora;
 pub mod optim;
 pub mod orth;
+pub mod quant;
 pub mod schedule;
 pub mod svd;
 
@@ -26,9 +28,10 @@ pub use allocator::{
 };
 pub use config::AdaLoraConfig;
 pub use error::CoreError;
-pub use frozen::{freeze, frozen_linear};
+pub use frozen::{freeze, frozen_linear, BaseLinear, QuantizedLinear};
 pub use lora::{LoraConfig, LoraLinear};
 pub use optim::{AdaLoraOptimizer, AdaLoraOptimizerRecord};
 pub use orth::{orthogonal_regularizer, OrthRegForm};
+pub use quant::{QuantConfig, QuantError, QuantType, QuantizedMatrix};
 pub use schedule::{BudgetSchedule, Phase};
 pub use svd::{SvdAdapterConfig, SvdLinear};

@@ -6,12 +6,12 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::error::CoreError;
-use crate::frozen::{add_to_frozen_weight, freeze, linear_flat, linear_forward};
+use crate::frozen::{linear_flat, BaseLinear};
 
 /// Hyper-parameters of a LoRA adapter (PEFT's `LoraConfig` defaults).
 #[derive(Config, Debug, PartialEq)]
@@ -44,7 +44,7 @@ impl LoraConfig {
     /// (PEFT's `kaiming_uniform_(a=√5)`, bound 1/√d_in) and B is zero, so ΔW = 0 at start.
     pub fn init<B: Backend>(
         &self,
-        base: Linear<B>,
+        base: impl Into<BaseLinear<B>>,
         device: &B::Device,
     ) -> Result<LoraLinear<B>, CoreError> {
         if self.r == 0 {
@@ -55,13 +55,14 @@ impl LoraConfig {
             ));
         }
         check_dropout(self.dropout)?;
-        let [d_in, d_out] = base.weight.dims();
+        let base = base.into().freeze();
+        let [d_in, d_out] = base.dims();
         let kaiming = Initializer::KaimingUniform {
             gain: 1.0 / 3.0f64.sqrt(),
             fan_out_only: false,
         };
         Ok(LoraLinear {
-            base: freeze(base),
+            base,
             lora_a: kaiming.init_with([d_in, self.r], Some(d_in), Some(self.r), device),
             lora_b: Initializer::Zeros.init([self.r, d_out], device),
             dropout: DropoutConfig::new(self.dropout).init(),
@@ -86,7 +87,7 @@ pub(crate) fn check_dropout(p: f64) -> Result<(), CoreError> {
 #[derive(Module, Debug)]
 pub struct LoraLinear<B: Backend> {
     /// The pretrained layer (weight `[d_in, d_out]`, bias `[d_out]`), frozen.
-    pub base: Linear<B>,
+    pub base: BaseLinear<B>,
     /// A, `[d_in, r]`.
     pub lora_a: Param<Tensor<B, 2>>,
     /// B, `[r, d_out]`.
@@ -100,7 +101,7 @@ pub struct LoraLinear<B: Backend> {
 
 impl<B: Backend> LoraLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = linear_forward(&self.base, x.clone());
+        let h = self.base.forward(x.clone());
         if self.merged {
             return h;
         }
@@ -125,7 +126,7 @@ impl<B: Backend> LoraLinear<B> {
     pub fn merge(mut self) -> Self {
         if !self.merged {
             let delta = self.delta_weight();
-            self.base = add_to_frozen_weight(self.base, delta);
+            self.base = self.base.add_to_weight(delta);
             self.merged = true;
         }
         self
@@ -135,7 +136,7 @@ impl<B: Backend> LoraLinear<B> {
     pub fn unmerge(mut self) -> Self {
         if self.merged {
             let delta = self.delta_weight().neg();
-            self.base = add_to_frozen_weight(self.base, delta);
+            self.base = self.base.add_to_weight(delta);
             self.merged = false;
         }
         self

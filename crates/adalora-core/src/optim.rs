@@ -8,6 +8,7 @@ use burn::record::{PrecisionSettings, Record};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
 use crate::adapted::AdapterHost;
 use crate::allocator::{
@@ -22,6 +23,9 @@ pub struct AdaLoraOptimizer<O, B: AutodiffBackend> {
     inner: O,
     allocator: RankAllocator<B::InnerBackend>,
     last: Option<StepOutcome>,
+    /// Wall time of the latest step's allocator work (gradient/weight gathering, scores,
+    /// masking), without the inner optimizer: what `adalora bench` reports as allocator time.
+    allocation_time: Duration,
 }
 
 impl<O, B: AutodiffBackend> AdaLoraOptimizer<O, B> {
@@ -30,6 +34,7 @@ impl<O, B: AutodiffBackend> AdaLoraOptimizer<O, B> {
             inner,
             allocator,
             last: None,
+            allocation_time: Duration::ZERO,
         }
     }
 
@@ -40,6 +45,12 @@ impl<O, B: AutodiffBackend> AdaLoraOptimizer<O, B> {
     /// What the allocator did in the latest step (budget, phase, mask).
     pub fn last_outcome(&self) -> Option<&StepOutcome> {
         self.last.as_ref()
+    }
+
+    /// Wall time of the latest step's allocation work (excludes the inner optimizer). On a
+    /// lazily executing backend (GPU) this is the time to enqueue it.
+    pub fn last_allocation_time(&self) -> Duration {
+        self.allocation_time
     }
 
     /// Optimizer step, then allocation; returns the updated (and possibly masked) module.
@@ -53,6 +64,7 @@ impl<O, B: AutodiffBackend> AdaLoraOptimizer<O, B> {
         M: AutodiffModule<B> + AdapterHost<B>,
         O: Optimizer<M, B>,
     {
+        let gather_started = Instant::now();
         let adapter_grads: Vec<_> = module
             .svd_adapters()
             .iter()
@@ -62,7 +74,9 @@ impl<O, B: AutodiffBackend> AdaLoraOptimizer<O, B> {
             ScoreWeights::PreUpdate => Some(adapter_values(&module)),
             ScoreWeights::PostUpdate => None,
         };
+        let gather_time = gather_started.elapsed();
         let mut module = self.inner.step(lr, module, grads);
+        let allocate_started = Instant::now();
         let weights = pre_update.unwrap_or_else(|| adapter_values(&module));
         let observations: Vec<_> = weights
             .into_iter()
@@ -83,6 +97,7 @@ impl<O, B: AutodiffBackend> AdaLoraOptimizer<O, B> {
             }
         }
         self.last = Some(outcome);
+        self.allocation_time = gather_time + allocate_started.elapsed();
         Ok(module)
     }
 
@@ -200,6 +215,7 @@ where
             inner: self.inner.load_record(record.inner),
             allocator,
             last: None,
+            allocation_time: Duration::ZERO,
         }
     }
 }

@@ -10,12 +10,12 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::error::CoreError;
-use crate::frozen::{add_to_frozen_weight, freeze, linear_flat, linear_forward};
+use crate::frozen::{linear_flat, BaseLinear};
 use crate::lora::{check_dropout, replace_keeping_grad};
 
 /// PEFT adds this to `ranknum` before dividing; kept for numerical parity.
@@ -42,7 +42,7 @@ impl SvdAdapterConfig {
     /// Wrap a pretrained linear layer; W0 and bias become frozen.
     pub fn init<B: Backend>(
         &self,
-        base: Linear<B>,
+        base: impl Into<BaseLinear<B>>,
         device: &B::Device,
     ) -> Result<SvdLinear<B>, CoreError> {
         if self.init_r == 0 {
@@ -53,13 +53,14 @@ impl SvdAdapterConfig {
             ));
         }
         check_dropout(self.dropout)?;
-        let [d_in, d_out] = base.weight.dims();
+        let base = base.into().freeze();
+        let [d_in, d_out] = base.dims();
         let gaussian = Initializer::Normal {
             mean: 0.0,
             std: self.init_std,
         };
         Ok(SvdLinear {
-            base: freeze(base),
+            base,
             lora_a: gaussian.init([d_in, self.init_r], device),
             lora_e: Initializer::Zeros.init([self.init_r], device),
             lora_b: gaussian.init([self.init_r, d_out], device),
@@ -79,7 +80,7 @@ impl SvdAdapterConfig {
 #[derive(Module, Debug)]
 pub struct SvdLinear<B: Backend> {
     /// The pretrained layer (weight `[d_in, d_out]`), frozen.
-    pub base: Linear<B>,
+    pub base: BaseLinear<B>,
     /// Qᵀ, `[d_in, r]`.
     pub lora_a: Param<Tensor<B, 2>>,
     /// λ, `[r]`.
@@ -96,7 +97,7 @@ pub struct SvdLinear<B: Backend> {
 
 impl<B: Backend> SvdLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = linear_forward(&self.base, x.clone());
+        let h = self.base.forward(x.clone());
         if self.merged || self.rank() == 0 {
             return h;
         }
@@ -116,13 +117,13 @@ impl<B: Backend> SvdLinear<B> {
     }
 
     pub fn dims(&self) -> [usize; 2] {
-        self.base.weight.dims()
+        self.base.dims()
     }
 
     /// ΔW = Qᵀ·diag(λ)·Pᵀ·s in burn layout `[d_in, d_out]`.
     pub fn delta_weight(&self) -> Tensor<B, 2> {
         let [d_in, d_out] = self.dims();
-        let device = self.base.weight.device();
+        let device = self.lora_e.device();
         if self.rank() == 0 {
             return Tensor::zeros([d_in, d_out], &device);
         }
@@ -136,7 +137,7 @@ impl<B: Backend> SvdLinear<B> {
     pub fn merge(mut self) -> Self {
         if !self.merged {
             let delta = self.delta_weight();
-            self.base = add_to_frozen_weight(self.base, delta);
+            self.base = self.base.add_to_weight(delta);
             self.merged = true;
         }
         self
@@ -146,7 +147,7 @@ impl<B: Backend> SvdLinear<B> {
     pub fn unmerge(mut self) -> Self {
         if self.merged {
             let delta = self.delta_weight().neg();
-            self.base = add_to_frozen_weight(self.base, delta);
+            self.base = self.base.add_to_weight(delta);
             self.merged = false;
         }
         self

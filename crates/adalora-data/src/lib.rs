@@ -31,7 +31,9 @@ mod table;
 pub mod tokenize;
 
 pub use custom::{load_custom, parse_task_arg, CustomTaskConfig, FileFormat};
-pub use default_task::{default_tokenizer_path, load_default_task, resolve_cache_dir};
+pub use default_task::{
+    default_tokenizer_path, load_default_task, load_movie_reviews, resolve_cache_dir,
+};
 pub use error::DataError;
 pub use glue::{load_glue, load_glue_split, resolve_glue_dir, GlueTask};
 pub use metrics::{evaluate, MetricKind, Metrics, Predictions};

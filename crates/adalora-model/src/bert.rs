@@ -158,7 +158,7 @@ impl<B: Backend> BertLayer<B> {
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()) + mask;
+        let scores = crate::ops::attention_scores(q, k, mask);
         let probs = self.attention_dropout.forward(softmax(scores, 3));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
         let attn = self
@@ -286,7 +286,8 @@ impl<B: Backend> BertModel<B> {
                 LinearConfig::new(d_in, d_out)
                     .with_initializer(normal.clone())
                     .init(device)
-                    .pipe_zero_bias(device),
+                    .pipe_zero_bias(device)
+                    .into(),
             )
         };
         let emb = |n: usize| {

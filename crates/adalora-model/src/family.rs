@@ -277,10 +277,13 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
     {
         for (k, slot) in self.adapted_linears_mut().into_iter().enumerate() {
             // Swap in a cheap placeholder, transform, and put the result back.
-            let placeholder = AdaptedLinear::Plain(Linear {
-                weight: Param::from_tensor(Tensor::zeros([1, 1], &slot.base().weight.device())),
-                bias: None,
-            });
+            let placeholder = AdaptedLinear::Plain(
+                Linear {
+                    weight: Param::from_tensor(Tensor::zeros([1, 1], &device_of(slot))),
+                    bias: None,
+                }
+                .into(),
+            );
             let old = std::mem::replace(slot, placeholder);
             *slot = f(k, old)?;
         }
@@ -290,9 +293,18 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
     /// Fold every adapter into its base weight and drop it: a plain model whose forward equals
     /// the adapted one.
     fn merge_and_unload(self) -> Self {
-        self.try_map_adapted(|_, l| Ok(AdaptedLinear::Plain(l.merge_and_unload())))
-            .expect("merging cannot fail")
+        self.try_map_adapted(|_, l| {
+            let device = device_of(&l);
+            Ok(AdaptedLinear::Plain(l.merge_and_unload(&device).into()))
+        })
+        .expect("merging cannot fail")
     }
+}
+
+/// Where a dense layer's parameters live. A quantized base keeps its weight off-device, so
+/// this is the device of its bias (every family's dense layers have one) or its adapter.
+pub(crate) fn device_of<B: Backend>(l: &AdaptedLinear<B>) -> B::Device {
+    l.devices().into_iter().next().unwrap_or_default()
 }
 
 /// How a family is built from a checkpoint.

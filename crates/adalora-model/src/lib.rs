@@ -11,6 +11,9 @@
 //!   reading with every problem reported, export back to HF layout;
 //! * [`target`]: adapter injection by target spec (peft's `target_modules`), fine-tuning
 //!   methods (full, BitFit, LoRA, AdaLoRA) and the trainable-parameter report.
+//! * [`ops`]: attention building blocks shared by the encoder families;
+//! * [`quantize`]: the QLoRA pass that stores every frozen dense weight of any family in
+//!   NF4/FP4/int8.
 //!
 //! Tokenization, batches and the task loss belong to the application (`adalora-train`); the
 //! seam takes tensors ([`ModelInput`]).
@@ -22,6 +25,8 @@ pub mod error;
 pub mod families;
 pub mod family;
 pub mod loader;
+pub mod ops;
+pub mod quantize;
 pub mod roberta;
 pub mod target;
 
@@ -34,4 +39,5 @@ pub use loader::{
     load_for_classification, load_for_embedding, max_tokens, resolve_model_dir, write_safetensors,
     HfTensor,
 };
-pub use target::{apply_method, Method, ParamReport, TargetSpec};
+pub use quantize::{quantize_base, QuantReport};
+pub use target::{apply_method, apply_method_with_ranks, Method, ParamReport, TargetSpec};

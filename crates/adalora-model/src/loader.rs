@@ -266,6 +266,13 @@ impl<'a> Reader<'a> {
             }
         };
         self.used.insert(full.clone());
+        if let Some(marker) = self.quantization_marker(&full) {
+            self.problems.push(format!(
+                "tensor {full} is stored quantized ({marker} present), a format this loader does \
+                 not read; load the full-precision checkpoint and quantize it with --quantize"
+            ));
+            return vec![0.0; n];
+        }
         if view.shape() != shape {
             self.problems.push(format!(
                 "tensor {full} has shape {:?}, expected {shape:?}",
@@ -294,6 +301,23 @@ impl<'a> Reader<'a> {
                 vec![0.0; n]
             }
         }
+    }
+
+    /// The first companion tensor of a quantized weight (bitsandbytes writes `W.absmax`,
+    /// `W.quant_map`, `W.quant_state.*` or `W.SCB`; other formats similar `W.<stat>` tensors),
+    /// marked as used so that it is not reported a second time as unexpected.
+    fn quantization_marker(&mut self, full: &str) -> Option<String> {
+        let prefix = format!("{full}.");
+        let companions: Vec<String> = self
+            .st
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| n.to_string())
+            .collect();
+        let first = companions.iter().min().cloned()?;
+        self.used.extend(companions);
+        Some(first)
     }
 
     pub fn tensor<B: Backend, const D: usize>(
@@ -336,7 +360,7 @@ impl<'a> Reader<'a> {
         d_out: usize,
         device: &B::Device,
     ) -> AdaptedLinear<B> {
-        AdaptedLinear::Plain(self.linear(name, d_in, d_out, device))
+        AdaptedLinear::Plain(self.linear(name, d_in, d_out, device).into())
     }
 
     /// A LayerNorm (`weight`/`bias`, or the legacy `gamma`/`beta`).
@@ -465,8 +489,8 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 /// The weight a layer currently applies (W0 + ΔW for an unmerged adapter), burn layout.
-fn effective_weight<B: Backend>(l: &AdaptedLinear<B>) -> Tensor<B, 2> {
-    let w = l.base().weight.val();
+fn effective_weight<B: Backend>(l: &AdaptedLinear<B>, device: &B::Device) -> Tensor<B, 2> {
+    let w = l.base().weight(device);
     match l.delta_weight() {
         Some(d) if !l.is_merged() => w + d,
         _ => w,
@@ -524,10 +548,11 @@ impl Exporter {
 
     /// A dense layer with its adapter folded in (the effective weight W0 + ΔW).
     pub fn dense<B: Backend>(&mut self, name: &str, l: &AdaptedLinear<B>) {
+        let device = crate::family::device_of(l);
         self.weight_and_bias(
             name,
-            effective_weight(l),
-            l.base().bias.as_ref().map(|b| b.val()),
+            effective_weight(l, &device),
+            l.base().bias().map(|b| b.val()),
         );
     }
 

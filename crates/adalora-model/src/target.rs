@@ -20,6 +20,7 @@
 //! plus, always, the task head (classifier weight and bias). `Full` and `BitFit` ignore the
 //! target spec.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -283,17 +284,56 @@ pub fn apply_method<B: Backend, M: SequenceClassifier<B>>(
     spec: &TargetSpec,
     device: &B::Device,
 ) -> Result<(M, ParamReport), ModelError> {
+    apply_method_with_ranks(model, method, spec, &BTreeMap::new(), device)
+}
+
+/// [`apply_method`] with fixed per-module LoRA ranks (HF module path → rank; e.g. the final
+/// rank pattern of an AdaLoRA run): listed modules get their own rank, rank 0 leaves a module
+/// unadapted, unlisted ones keep the config's `r`. A path the spec does not select is an error.
+pub fn apply_method_with_ranks<B: Backend, M: SequenceClassifier<B>>(
+    model: M,
+    method: &Method,
+    spec: &TargetSpec,
+    ranks: &BTreeMap<String, usize>,
+    device: &B::Device,
+) -> Result<(M, ParamReport), ModelError> {
+    if !ranks.is_empty() && !matches!(method, Method::Lora(_)) {
+        return Err(ModelError::Invalid(format!(
+            "per-module ranks (a rank pattern) apply to LoRA only, not {}",
+            method.name()
+        )));
+    }
+    let quantized = model
+        .adapted_linears()
+        .iter()
+        .any(|l| l.base().as_quantized().is_some());
+    if quantized && matches!(method, Method::Full | Method::BitFit) {
+        return Err(ModelError::Invalid(format!(
+            "{} trains the base weights, but this model's base is quantized (frozen); \
+             use LoRA or AdaLoRA on a quantized base",
+            method.name()
+        )));
+    }
     let model = match method {
         Method::Full => model.map(&mut SetGrad(true)),
         Method::BitFit => model.no_grad().map(&mut BiasesOnly::default()),
         Method::Lora(cfg) => {
             let chosen = spec.select(&model.slots())?;
+            if let Some(path) = ranks.keys().find(|p| !chosen.iter().any(|s| &s.path == *p)) {
+                return Err(ModelError::TargetSpec(format!(
+                    "rank pattern names {path:?}, which target spec `{spec}` does not select"
+                )));
+            }
             model.no_grad().try_map_adapted(|k, l| {
-                if !chosen.iter().any(|s| s.index == k) {
+                let Some(slot) = chosen.iter().find(|s| s.index == k) else {
                     return Ok(l);
-                }
+                };
+                let r = ranks.get(&slot.path).copied().unwrap_or(cfg.r);
                 match l {
-                    AdaptedLinear::Plain(lin) => Ok(AdaptedLinear::Lora(cfg.init(lin, device)?)),
+                    AdaptedLinear::Plain(lin) if r == 0 => Ok(AdaptedLinear::Plain(lin)),
+                    AdaptedLinear::Plain(lin) => Ok(AdaptedLinear::Lora(
+                        cfg.clone().with_r(r).init(lin, device)?,
+                    )),
                     other => Err(already_adapted(k, &other)),
                 }
             })?

@@ -4,7 +4,7 @@
 
 mod common;
 
-use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, LoraConfig};
+use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, BaseLinear, LoraConfig};
 use adalora_model::loader::Checkpoint;
 use adalora_model::{
     apply_method, load_for_classification, resolve_model_dir, write_safetensors, AnyClassifier,
@@ -128,6 +128,33 @@ fn missing_misshaped_and_unexpected_tensors_are_named() {
 }
 
 #[test]
+fn an_already_quantized_checkpoint_is_refused_naming_the_tensor() {
+    // bitsandbytes' 4-bit serialization: packed weight plus companion tensors.
+    let w = "bert.encoder.layer.0.attention.self.query.weight";
+    let dir = edited_checkpoint(|t| {
+        let v = t.iter_mut().find(|x| x.name == w).unwrap();
+        v.shape = vec![48 * 48 / 2, 1];
+        v.data.truncate(48 * 48 / 2);
+        for (companion, n) in [("absmax", 36), ("quant_state.bitsandbytes__nf4", 8)] {
+            t.push(adalora_model::HfTensor {
+                name: format!("{w}.{companion}"),
+                shape: vec![n],
+                data: vec![0.5; n],
+            });
+        }
+    });
+    let (msg, problems) = weights_error(dir.path());
+    assert_eq!(problems.len(), 1, "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "tensor {w} is stored quantized ({w}.absmax present)"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("--quantize"), "{msg}");
+}
+
+#[test]
 fn classifier_with_wrong_label_count_is_an_error() {
     let err = load_for_classification::<Cpu>(&tiny_dir(), 2, 0, &Default::default())
         .err()
@@ -235,11 +262,11 @@ fn frozen_parameters_get_no_gradient() {
     };
     assert!(q.lora_a.grad(&grads).is_some() && q.lora_b.grad(&grads).is_some());
     assert!(
-        q.base.weight.grad(&grads).is_none(),
+        q.base.as_dense().unwrap().weight.grad(&grads).is_none(),
         "frozen W0 got a gradient"
     );
-    assert!(q.base.bias.as_ref().unwrap().grad(&grads).is_none());
-    let AdaptedLinear::Plain(k) = &l0.key else {
+    assert!(q.base.bias().unwrap().grad(&grads).is_none());
+    let AdaptedLinear::Plain(BaseLinear::Dense(k)) = &l0.key else {
         panic!("key is not targeted")
     };
     assert!(k.weight.grad(&grads).is_none() && k.bias.as_ref().unwrap().grad(&grads).is_none());
@@ -265,7 +292,7 @@ fn frozen_parameters_get_no_gradient() {
         dense_biases + ln_betas + 48 * 3 + 3
     );
     let grads = tiny_loss(&model).backward();
-    let AdaptedLinear::Plain(i) = &model.bert.layers[1].intermediate else {
+    let AdaptedLinear::Plain(BaseLinear::Dense(i)) = &model.bert.layers[1].intermediate else {
         panic!()
     };
     assert!(i.bias.as_ref().unwrap().grad(&grads).is_some() && i.weight.grad(&grads).is_none());

@@ -5,7 +5,7 @@
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Tensor;
+use burn::tensor::{ElementConversion, Tensor};
 
 struct TrainableIds(Vec<(ParamId, usize)>);
 
@@ -15,14 +15,15 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for TrainableIds {
     }
 }
 
-fn squared_norm<B: AutodiffBackend, const D: usize>(grads: &GradientsParams, id: ParamId) -> f64 {
+/// `Σ g²` of one gradient as a one-element tensor: stays on the device, so the global norm
+/// needs a single host read instead of one per parameter.
+fn squared_norm<B: AutodiffBackend, const D: usize>(
+    grads: &GradientsParams,
+    id: ParamId,
+) -> Option<Tensor<B::InnerBackend, 1>> {
     grads
         .get::<B::InnerBackend, D>(id)
-        .map(|g| {
-            use burn::tensor::ElementConversion;
-            g.powi_scalar(2).sum().into_scalar().elem::<f64>()
-        })
-        .unwrap_or(0.0)
+        .map(|g| g.powi_scalar(2).sum())
 }
 
 fn scale<B: AutodiffBackend, const D: usize>(
@@ -43,15 +44,21 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 ) -> f64 {
     let mut ids = TrainableIds(Vec::new());
     module.visit(&mut ids);
-    let mut total = 0.0;
-    for &(id, rank) in &ids.0 {
-        total += match rank {
+    let squares: Vec<_> = ids
+        .0
+        .iter()
+        .filter_map(|&(id, rank)| match rank {
             1 => squared_norm::<B, 1>(grads, id),
             2 => squared_norm::<B, 2>(grads, id),
             3 => squared_norm::<B, 3>(grads, id),
             _ => squared_norm::<B, 4>(grads, id),
-        };
-    }
+        })
+        .collect();
+    let total: f64 = if squares.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(squares, 0).sum().into_scalar().elem()
+    };
     let norm = total.sqrt();
     if let Some(max) = max_norm {
         // Same epsilon as torch.nn.utils.clip_grad_norm_.

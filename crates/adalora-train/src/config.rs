@@ -2,9 +2,10 @@
 //! convenience flags that map onto them). Unknown keys are errors, so a typo never silently
 //! falls back to a default. The resolved configuration is written into the run folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adalora_core::{AdaLoraConfig, OrthRegForm, ScoreKind, ScoreWeights};
+use adalora_core::{AdaLoraConfig, OrthRegForm, QuantConfig, QuantType, ScoreKind, ScoreWeights};
 use adalora_data::CustomTaskConfig;
 use adalora_model::TargetSpec;
 use anyhow::{bail, Context};
@@ -86,6 +87,14 @@ pub struct LoraSection {
     pub alpha: f64,
     pub dropout: f64,
     pub use_rslora: bool,
+    /// Fixed per-module ranks (HF module path → rank; 0 = not adapted), e.g. the final
+    /// allocation of an AdaLoRA run. Unlisted targeted modules keep `r`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rank_pattern: BTreeMap<String, usize>,
+    /// Read `rank_pattern` from an AdaLoRA run's `rank_pattern.json` (resolved when the
+    /// configuration is loaded, so the run's config.toml holds the ranks themselves).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank_pattern_file: Option<PathBuf>,
 }
 
 impl Default for LoraSection {
@@ -95,6 +104,8 @@ impl Default for LoraSection {
             alpha: 16.0,
             dropout: 0.0,
             use_rslora: false,
+            rank_pattern: BTreeMap::new(),
+            rank_pattern_file: None,
         }
     }
 }
@@ -255,7 +266,7 @@ macro_rules! on_device {
     ($kind:expr, $b:ident => $body:expr) => {
         match $kind {
             $crate::config::DeviceKind::Cpu => {
-                type $b = burn::backend::NdArray<f32>;
+                type $b = $crate::CpuBackend;
                 $body
             }
             #[cfg(feature = "cuda")]
@@ -286,6 +297,13 @@ pub struct RunConfig {
     pub glue_dir: Option<PathBuf>,
     pub device: DeviceKind,
     pub seed: u64,
+    /// Store every frozen dense weight of the encoder quantized (QLoRA): `nf4`, `fp4` or
+    /// `int8`; absent = f32. LoRA and AdaLoRA only.
+    pub quantize: Option<QuantType>,
+    /// Values per absmax block of the quantized base; must divide every weight row.
+    pub quant_block_size: usize,
+    /// Quantize the absmax constants again to 8 bits (blocks of 256, mean subtracted).
+    pub double_quant: bool,
     /// Which dense layers get adapters (LoRA / AdaLoRA).
     pub target: TargetSpec,
     pub lora: LoraSection,
@@ -303,6 +321,9 @@ impl Default for RunConfig {
             glue_dir: None,
             device: DeviceKind::Cpu,
             seed: 42,
+            quantize: None,
+            quant_block_size: QuantConfig::qlora().block_size,
+            double_quant: false,
             // The paper adapts all six matrices of every layer.
             target: TargetSpec::new(
                 "query,key,value,attention-output,intermediate,output"
@@ -334,15 +355,28 @@ impl RunConfig {
         let origin = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "command line".into());
-        let cfg: RunConfig = toml::Value::Table(doc)
+        let mut cfg: RunConfig = toml::Value::Table(doc)
             .try_into()
             .with_context(|| format!("invalid configuration ({origin})"))?;
+        if let Some(file) = cfg.lora.rank_pattern_file.take() {
+            cfg.lora.rank_pattern = read_rank_pattern(&file)
+                .with_context(|| format!("lora.rank_pattern_file ({origin})"))?;
+        }
         cfg.validate().with_context(|| format!("in {origin}"))?;
         Ok(cfg)
     }
 
     pub fn lr(&self) -> f64 {
         self.train.lr.unwrap_or_else(|| self.method.default_lr())
+    }
+
+    /// The base's quantization, if `quantize` is set.
+    pub fn quant_config(&self) -> Option<QuantConfig> {
+        self.quantize.map(|kind| QuantConfig {
+            kind,
+            block_size: self.quant_block_size,
+            double_quant: self.double_quant,
+        })
     }
 
     /// Range-check every numeric setting, naming the setting in the error. The model's own
@@ -422,6 +456,11 @@ impl RunConfig {
                 "must be a positive number",
             )?;
         }
+        if !self.lora.rank_pattern.is_empty() && self.method != MethodKind::Lora {
+            bail!(
+                "invalid setting lora.rank_pattern: a fixed rank pattern applies to method = \"lora\" only"
+            );
+        }
         if self.method == MethodKind::Lora {
             require(
                 self.lora.r > 0,
@@ -435,6 +474,19 @@ impl RunConfig {
             self.adalora
                 .to_core(1_000_000)
                 .context("invalid adalora settings")?;
+        }
+        if let Some(q) = self.quant_config() {
+            if matches!(self.method, MethodKind::Full | MethodKind::Bitfit) {
+                bail!(
+                    "invalid setting quantize = \"{}\" with method = \"{}\": a quantized base is \
+                     frozen, but {} trains the base weights; use lora or adalora (QLoRA), or drop \
+                     quantize",
+                    q.kind,
+                    self.method.name(),
+                    self.method.name()
+                );
+            }
+            q.validate()?;
         }
         if self.device == DeviceKind::Cuda && !cfg!(feature = "cuda") {
             bail!("device = \"cuda\" needs a build with `--features cuda`");
@@ -470,6 +522,32 @@ pub fn check_max_seq_len(max_seq_len: usize, max_tokens: usize) -> anyhow::Resul
         max_seq_len,
         &format!("the model's position embeddings cover {max_tokens} tokens"),
     )
+}
+
+/// Module path → final rank from a `rank_pattern.json` an AdaLoRA run wrote.
+pub fn read_rank_pattern(path: &Path) -> anyhow::Result<BTreeMap<String, usize>> {
+    let doc: serde_json::Value = crate::io::read_json(path)?;
+    let modules = doc["modules"].as_array().with_context(|| {
+        format!(
+            "{}: no `modules` list (not a rank_pattern.json)",
+            path.display()
+        )
+    })?;
+    modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let path_of = m["path"].as_str();
+            let rank = m["rank"].as_u64();
+            match (path_of, rank) {
+                (Some(p), Some(r)) => Ok((p.to_string(), r as usize)),
+                _ => bail!(
+                    "{}: modules[{i}] needs a string `path` and a count `rank`",
+                    path.display()
+                ),
+            }
+        })
+        .collect()
 }
 
 /// `a.b.c=value`: value parsed as a TOML literal (number, bool, array, quoted string), else
@@ -540,6 +618,35 @@ mod tests {
         assert!(format!("{err:#}").contains("target_r = 20"), "{err:#}");
         let err = RunConfig::load(None, &["method=prefix".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
+    }
+
+    #[test]
+    fn quantization_settings_are_checked() {
+        let cfg = RunConfig::load(
+            None,
+            &[
+                "method=lora".into(),
+                "quantize=nf4".into(),
+                "double_quant=true".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.quant_config(), Some(QuantConfig::qlora()));
+        let err = RunConfig::load(None, &["quantize=nf3".into()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("nf3") && msg.contains("quantize"), "{msg}");
+        for method in ["full", "bitfit"] {
+            let err = RunConfig::load(None, &[format!("method={method}"), "quantize=nf4".into()])
+                .unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("quantize") && msg.contains("frozen"), "{msg}");
+        }
+        let err = RunConfig::load(None, &["quantize=int8".into(), "quant_block_size=7".into()])
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("quant_block_size = 7"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
+/// FNV-1a (64-bit): a stable, dependency-free fingerprint of bytes (base-model identity,
+/// sweep settings). Not cryptographic.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
 pub fn atomic_write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
@@ -34,14 +42,9 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// FNV-1a 64 of `bytes`: cheap, and enough to catch a torn or bit-flipped file.
+/// [`fnv1a64`] as 16 hex digits: cheap, and enough to catch a torn or bit-flipped file.
 pub fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", fnv1a64(bytes))
 }
 
 const MANIFEST: &str = "manifest.json";

@@ -8,6 +8,7 @@
 //! this crate only; the model seam is fed from data batches in [`batch`].
 
 pub mod batch;
+pub mod bench;
 pub mod clip;
 pub mod config;
 pub mod decay;
@@ -25,4 +26,11 @@ pub mod trainer;
 pub use adalora_core::BudgetSchedule;
 pub use adalora_model::resolve_model_dir;
 pub use config::{MethodKind, RunConfig};
+
+/// The CPU backend every command trains on (and its inference half for eval/merge/predict):
+/// ndarray with OpenBLAS. burn-flex measured faster in `adalora bench --backend flex` (LoRA
+/// 32×128 steps 17–18 s vs 24–26 s, alternating, loaded 2-core machine); switching this alias
+/// to `burn_flex::Flex` waits for the end-to-end suite (resume bit-identity) to pass on it.
+pub type CpuBackend = burn::backend::NdArray<f32>;
+pub type CpuTrain = burn::backend::Autodiff<CpuBackend>;
 pub use trainer::{train, Summary, TrainOptions};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_model::{
-    load_for_classification, resolve_model_dir, AnyClassifier, SequenceClassifier,
+    load_for_classification, quantize_base, resolve_model_dir, AnyClassifier, SequenceClassifier,
 };
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
@@ -14,7 +14,7 @@ use crate::config::RunConfig;
 use crate::eval::{evaluate_split, predict_logits};
 use crate::io::{read_json, RunDir};
 use crate::merge::write_hf_model;
-use crate::peft::{load_peft_adapter, CONFIG_FILE};
+use crate::peft::{load_peft_adapter, read_adapter_quantization, CONFIG_FILE};
 use crate::task::{load_tokenizer, prepare_task, PreparedTask};
 
 /// Where the weights to evaluate/merge come from.
@@ -74,13 +74,14 @@ impl Source {
 /// The base model's fingerprint a run recorded: in summary.json, else in its checkpoint.
 fn recorded_fingerprint(dir: &RunDir) -> anyhow::Result<Option<String>> {
     let state = dir.checkpoint().join("state.json");
-    Ok(if dir.summary().is_file() {
-        Some(read_json::<crate::trainer::Summary>(&dir.summary())?.model_fingerprint)
+    let recorded = if dir.summary().is_file() {
+        read_json::<crate::trainer::Summary>(&dir.summary())?.model_fingerprint
     } else if state.is_file() {
-        Some(read_json::<crate::trainer::TrainState>(&state)?.model_fingerprint)
+        read_json::<crate::trainer::TrainState>(&state)?.model_fingerprint
     } else {
-        None
-    })
+        String::new()
+    };
+    Ok(Some(recorded).filter(|f| !f.is_empty()))
 }
 
 /// Load the classification model described by `src` on `device`, with `num_labels` outputs.
@@ -102,6 +103,15 @@ pub fn load_model<B: Backend>(
     let seed = src.config.seed;
     if src.weights.join(CONFIG_FILE).is_file() {
         let (base, _) = load_for_classification::<B>(&src.model_dir, num_labels, seed, device)?;
+        // The base the adapter was trained on: quantized as the run (or the adapter) records.
+        let quant = match src.config.quant_config() {
+            Some(q) => Some(q),
+            None => read_adapter_quantization(&src.weights)?,
+        };
+        let base = match quant {
+            Some(q) => quantize_base(base, q)?.0,
+            None => base,
+        };
         let (model, _) = load_peft_adapter(base, &src.weights, device)?;
         Ok(model)
     } else if src.weights.join("model.safetensors").is_file() {
@@ -172,7 +182,8 @@ pub struct MergeReport {
     pub max_abs_logit_diff: f64,
 }
 
-/// Merge the adapters into the base weights and write an HF model folder; checks on up to
+/// Merge the adapters into the base weights and write an HF model folder (a quantized base is
+/// dequantized first, so the folder is full precision); checks on up to
 /// `check_examples` dev examples that merged and unmerged logits agree.
 pub fn merge(src: &Source, out: &Path, check_examples: usize) -> anyhow::Result<MergeReport> {
     crate::on_device!(src.config.device, B => {

@@ -8,13 +8,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use adalora_core::{AdaLoraConfig, AdaptedLinear, LoraConfig, RankPattern, SvdAdapterConfig};
+use adalora_core::{
+    AdaLoraConfig, AdaptedLinear, BaseLinear, LoraConfig, QuantConfig, RankPattern,
+    SvdAdapterConfig,
+};
 use adalora_model::family::load_head_from;
 use adalora_model::loader::Checkpoint;
 use adalora_model::{write_safetensors, HfTensor, SequenceClassifier};
 use anyhow::{bail, Context};
 use burn::module::Param;
-use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::SafeTensors;
@@ -23,6 +25,8 @@ use serde_json::{json, Value};
 use crate::io::atomic_write_json;
 
 const PREFIX: &str = "base_model.model.";
+/// adapter_config.json key recording the base's quantization (QLoRA).
+const QUANT_KEY: &str = "quantization";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
@@ -90,6 +94,7 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     let mut tensors = Vec::new();
     let mut targets = Vec::new();
     let mut rank_pattern = serde_json::Map::new();
+    let mut lora_ranks = BTreeMap::new();
     let mut svd_index = 0;
     for (slot, layer) in slots.iter().zip(model.adapted_linears()) {
         let key = format!("{PREFIX}{encoder}{}", slot.path);
@@ -98,6 +103,7 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
             AdaptedLinear::Lora(l) => {
                 tensors.push(transposed(format!("{key}.lora_A.weight"), l.lora_a.val()));
                 tensors.push(transposed(format!("{key}.lora_B.weight"), l.lora_b.val()));
+                lora_ranks.insert(format!("{encoder}{}", slot.path), l.rank());
             }
             AdaptedLinear::Svd(s) => {
                 let mask = pattern
@@ -161,6 +167,11 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
         "revision": null,
     });
     let obj = config.as_object_mut().expect("object");
+    if let Some(q) = base_quantization(model) {
+        // Not a PEFT key (PEFT warns and ignores it): how to rebuild the base this adapter was
+        // trained on.
+        obj.insert(QUANT_KEY.into(), serde_json::to_value(q)?);
+    }
     match kind {
         AdapterKind::Lora(l) => {
             obj.insert("peft_type".into(), json!("LORA"));
@@ -168,7 +179,13 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
             obj.insert("lora_alpha".into(), json!(l.alpha));
             obj.insert("lora_dropout".into(), json!(l.dropout));
             obj.insert("use_rslora".into(), json!(l.use_rslora));
-            obj.insert("rank_pattern".into(), json!({}));
+            // Modules trained at another rank than `r` (a fixed rank pattern), as PEFT names them.
+            let pattern: serde_json::Map<String, Value> = lora_ranks
+                .into_iter()
+                .filter(|(_, r)| *r != l.r)
+                .map(|(path, r)| (path, json!(r)))
+                .collect();
+            obj.insert("rank_pattern".into(), Value::Object(pattern));
             obj.insert("alpha_pattern".into(), json!({}));
         }
         AdapterKind::AdaLora(a, total_step) => {
@@ -312,6 +329,30 @@ pub fn read_adapter_config(dir: &Path) -> anyhow::Result<Value> {
     crate::io::read_json(&dir.join(CONFIG_FILE))
 }
 
+/// The quantization an adapter's base was trained with (`quantization` in its config), if any.
+pub fn read_adapter_quantization(dir: &Path) -> anyhow::Result<Option<QuantConfig>> {
+    let cfg = read_adapter_config(dir)?;
+    match cfg.get(QUANT_KEY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "{}: bad `{QUANT_KEY}` entry {v}",
+                    dir.join(CONFIG_FILE).display()
+                )
+            }),
+    }
+}
+
+/// The quantization of the model's base (every dense base shares one setting).
+fn base_quantization<B: Backend, M: SequenceClassifier<B>>(model: &M) -> Option<QuantConfig> {
+    model
+        .adapted_linears()
+        .into_iter()
+        .find_map(|l| l.base().as_quantized().map(|q| q.weight.config))
+}
+
 fn adapter_kind(file: &AdapterConfigFile) -> anyhow::Result<AdapterKind> {
     let peft_type: String = file.get("peft_type", String::new())?;
     let dropout: f64 = file.get("lora_dropout", 0.0)?;
@@ -396,7 +437,7 @@ pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
                     continue;
                 }
                 let base = plain_base(layer, &slot.path)?;
-                let [d_in, d_out] = base.weight.dims();
+                let [d_in, d_out] = base.dims();
                 let (r, source) = file.lora_rank(&format!("{encoder}{}", slot.path), lc.r)?;
                 let a = take_shaped(
                     &mut tensors,
@@ -441,7 +482,7 @@ pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
                     );
                 }
                 let base = plain_base(layer, &slot.path)?;
-                let [d_in, d_out] = base.weight.dims();
+                let [d_in, d_out] = base.dims();
                 let context =
                     || format!("rank_pattern[{pattern_key:?}] / init_r keep {stored} triplets");
                 let a = take_shaped(&mut tensors, &format!("{key}.lora_A"), &[stored, d_in], dir)
@@ -491,7 +532,10 @@ pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     Ok((model, kind))
 }
 
-fn plain_base<B: Backend>(layer: &mut AdaptedLinear<B>, path: &str) -> anyhow::Result<Linear<B>> {
+fn plain_base<B: Backend>(
+    layer: &mut AdaptedLinear<B>,
+    path: &str,
+) -> anyhow::Result<BaseLinear<B>> {
     match layer {
         AdaptedLinear::Plain(l) => Ok(l.clone()),
         _ => bail!("{path} already carries an adapter"),

@@ -12,7 +12,9 @@ use adalora_core::{
 };
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
-use adalora_model::{apply_method, AnyClassifier, Method, ParamReport, SequenceClassifier};
+use adalora_model::{
+    apply_method_with_ranks, AnyClassifier, Method, ParamReport, QuantReport, SequenceClassifier,
+};
 use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -36,7 +38,7 @@ pub type Model<B> = AnyClassifier<B>;
 type Adam<B> = GroupedAdamW<Model<B>, B>;
 
 /// AdamW, or AdamW wrapped with the AdaLoRA allocator.
-enum TrainOptimizer<B: AutodiffBackend> {
+pub(crate) enum TrainOptimizer<B: AutodiffBackend> {
     Plain(Adam<B>),
     AdaLora(Box<AdaLoraOptimizer<Adam<B>, B>>),
 }
@@ -52,6 +54,14 @@ impl<B: AutodiffBackend> TrainOptimizer<B> {
             TrainOptimizer::Plain(o) => o.step(lr, model, grads),
             TrainOptimizer::AdaLora(o) => o.try_step(lr, model, grads)?,
         })
+    }
+
+    /// The allocator's share of the latest step (AdaLoRA only).
+    pub(crate) fn last_allocation_time(&self) -> Option<std::time::Duration> {
+        match self {
+            TrainOptimizer::AdaLora(o) => Some(o.last_allocation_time()),
+            TrainOptimizer::Plain(_) => None,
+        }
     }
 
     fn allocator(&self) -> Option<&RankAllocator<B::InnerBackend>> {
@@ -128,7 +138,9 @@ pub struct Summary {
     pub task: String,
     pub method: String,
     pub model_dir: String,
-    /// [`fingerprint`] of the base model: `eval --run … --model DIR` checks DIR against it.
+    /// [`fingerprint`] of the base model: `eval --run … --model DIR` checks DIR against it
+    /// (empty in runs from before it was recorded: nothing to check).
+    #[serde(default)]
     pub model_fingerprint: String,
     pub run_dir: String,
     pub total_steps: usize,
@@ -146,6 +158,9 @@ pub struct Summary {
     pub target_total_rank: Option<usize>,
     pub train_seconds: f64,
     pub train_examples_per_second: f64,
+    /// The quantized base (QLoRA): bytes in memory and quantization error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantReport>,
 }
 
 pub struct TrainOptions {
@@ -182,26 +197,40 @@ pub fn method_of(cfg: &RunConfig, total_steps: usize) -> anyhow::Result<Method> 
     })
 }
 
-/// Base model + task head + method, with deterministic parameter ids.
+/// Base model (quantized if the config says so) + task head + method, with deterministic
+/// parameter ids.
 pub fn build_model<B: AutodiffBackend>(
     cfg: &RunConfig,
     model_dir: &Path,
     num_labels: usize,
     total_steps: usize,
     device: &B::Device,
-) -> anyhow::Result<(Model<B>, ParamReport)> {
+) -> anyhow::Result<(Model<B>, ParamReport, Option<QuantReport>)> {
     B::seed(device, cfg.seed);
     let (mut model, _) =
         adalora_model::load_for_classification::<B>(model_dir, num_labels, cfg.seed, device)?;
     if let Some(p) = cfg.train.classifier_dropout {
         model = model.with_classifier_dropout(p);
     }
-    let (model, report) = apply_method(model, &method_of(cfg, total_steps)?, &cfg.target, device)?;
-    Ok((renumber_params(model), report))
+    let (model, quant) = match cfg.quant_config() {
+        Some(q) => {
+            let (model, report) = adalora_model::quantize_base(model, q)?;
+            (model, Some(report))
+        }
+        None => (model, None),
+    };
+    let (model, report) = apply_method_with_ranks(
+        model,
+        &method_of(cfg, total_steps)?,
+        &cfg.target,
+        &cfg.lora.rank_pattern,
+        device,
+    )?;
+    Ok((renumber_params(model), report, quant))
 }
 
 /// The device a model's parameters live on: evaluation runs where training does.
-fn device_of<B: Backend, M: Module<B>>(model: &M) -> B::Device {
+pub(crate) fn device_of<B: Backend, M: Module<B>>(model: &M) -> B::Device {
     model.devices().into_iter().next().unwrap_or_default()
 }
 
@@ -310,6 +339,7 @@ struct Run<'a> {
     batches_per_epoch: usize,
     metrics: MetricsLog,
     report: ParamReport,
+    quant: Option<QuantReport>,
 }
 
 pub fn train_on<B: AutodiffBackend>(
@@ -368,7 +398,8 @@ pub fn train_on<B: AutodiffBackend>(
         .max_steps
         .unwrap_or(cfg.train.epochs * batches_per_epoch);
     let num_labels = prepared.task.kind.num_outputs();
-    let (model, report) = build_model::<B>(&cfg, &model_dir, num_labels, total_steps, device)?;
+    let (model, report, quant) =
+        build_model::<B>(&cfg, &model_dir, num_labels, total_steps, device)?;
     if !resume {
         let mut text = format!(
             "# Resolved configuration of this run (lr = {}, total_steps = {total_steps}).\n",
@@ -378,6 +409,9 @@ pub fn train_on<B: AutodiffBackend>(
         atomic_write(&dir.config(), text.as_bytes())?;
     }
     eprintln!("{}", report.table());
+    if let Some(q) = &quant {
+        eprintln!("{}", q.summary());
+    }
     let names: Vec<String> = adalora_data::evaluate(
         prepared.task.metric,
         &prepared.task.dev[0].gold(),
@@ -421,11 +455,12 @@ pub fn train_on<B: AutodiffBackend>(
         batches_per_epoch,
         metrics,
         report,
+        quant,
     };
     run.train_loop(model, optimizer, state, opts, device)
 }
 
-fn make_optimizer<B: AutodiffBackend>(
+pub(crate) fn make_optimizer<B: AutodiffBackend>(
     cfg: &RunConfig,
     model: &Model<B>,
     total_steps: usize,
@@ -452,6 +487,72 @@ fn make_optimizer<B: AutodiffBackend>(
     Ok(TrainOptimizer::AdaLora(Box::new(AdaLoraOptimizer::new(
         adam, allocator,
     ))))
+}
+
+/// A NaN/Inf loss: the step stops before the update (the loop names the step and checkpoint).
+#[derive(Debug)]
+pub(crate) struct NonFiniteLoss(pub f64);
+
+impl std::fmt::Display for NonFiniteLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loss is {}", self.0)
+    }
+}
+
+impl std::error::Error for NonFiniteLoss {}
+
+/// Host values of one optimizer step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLosses {
+    pub loss: f64,
+    pub task_loss: f64,
+    /// The orthogonality term (AdaLoRA), before its weight; 0 otherwise.
+    pub orth_reg: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One training step, as the loop and `adalora bench` both run it: forward, loss (+ the
+/// weighted orthogonality term for AdaLoRA), backward, global clipping, and the optimizer
+/// step (with the allocator inside for AdaLoRA). The losses are read back only after
+/// `backward`, so the host never waits on the forward pass; a non-finite loss is a
+/// [`NonFiniteLoss`] error before the update, which is never applied.
+pub(crate) fn train_step<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    model: Model<B>,
+    optim: &mut TrainOptimizer<B>,
+    batch: &adalora_data::batch::Batch,
+    lr: f64,
+    device: &B::Device,
+) -> anyhow::Result<(Model<B>, StepLosses)> {
+    let logits = forward_batch(&model, batch, device)?;
+    let task_loss = task_loss(logits, &batch.labels)?;
+    let orth = (cfg.method == MethodKind::Adalora)
+        .then(|| orthogonal_regularizer(&model.svd_adapters(), cfg.adalora.orth_form, device));
+    let loss = match &orth {
+        Some(reg) => task_loss.clone() + reg.clone().mul_scalar(cfg.adalora.orth_reg_weight),
+        None => task_loss.clone(),
+    };
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let value = |t: burn::tensor::Tensor<B, 1>| t.into_scalar().elem::<f64>();
+    let losses = StepLosses {
+        loss: value(loss),
+        task_loss: value(task_loss),
+        orth_reg: orth.map(value).unwrap_or(0.0),
+        grad_norm: 0.0,
+    };
+    if !losses.loss.is_finite() {
+        return Err(NonFiniteLoss(losses.loss).into());
+    }
+    let grad_norm = clip_global_norm(&model, &mut grads, cfg.train.max_grad_norm);
+    let model = optim.step(lr, model, grads)?;
+    Ok((
+        model,
+        StepLosses {
+            grad_norm,
+            ..losses
+        },
+    ))
 }
 
 impl Run<'_> {
@@ -516,45 +617,29 @@ impl Run<'_> {
                     break;
                 }
                 B::seed(device, step_seed(cfg.seed, state.step));
-                let logits = forward_batch(&model, &batch, device)?;
-                let task_loss = task_loss(logits, &batch.labels)?;
-                let (loss, orth) = match cfg.method {
-                    MethodKind::Adalora => {
-                        let reg = orthogonal_regularizer(
-                            &model.svd_adapters(),
-                            cfg.adalora.orth_form,
-                            device,
-                        );
-                        (
-                            task_loss.clone() + reg.clone().mul_scalar(cfg.adalora.orth_reg_weight),
-                            Some(reg),
-                        )
-                    }
-                    _ => (task_loss.clone(), None),
-                };
-                let loss_value: f64 = loss.clone().into_scalar().elem();
-                if !loss_value.is_finite() {
-                    bail!(
-                        "loss is {loss_value} at step {} (epoch {epoch}); stopping. The last good \
-                         checkpoint is kept in {}: fix the cause (the data, or e.g. a lower \
-                         train.lr in {}) and continue with --resume",
-                        state.step + 1,
-                        self.dir.checkpoint().display(),
-                        self.dir.config().display()
-                    );
-                }
-                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-                let grad_norm = clip_global_norm(&model, &mut grads, cfg.train.max_grad_norm);
                 let lr_now = lr.lr(state.step);
-                model = optim.step(lr_now, model, grads)?;
+                let (next, losses) = train_step(cfg, model, &mut optim, &batch, lr_now, device)
+                    .map_err(|e| match e.downcast_ref::<NonFiniteLoss>() {
+                        Some(NonFiniteLoss(loss_value)) => anyhow::anyhow!(
+                            "loss is {loss_value} at step {} (epoch {epoch}); stopping. The last \
+                             good checkpoint is kept in {}: fix the cause (the data, or e.g. a \
+                             lower train.lr in {}) and continue with --resume",
+                            state.step + 1,
+                            self.dir.checkpoint().display(),
+                            self.dir.config().display()
+                        ),
+                        None => e,
+                    })?;
+                model = next;
+                let loss_value = losses.loss;
                 state.step += 1;
                 state.batch_in_epoch += 1;
                 state.examples_seen += batch.batch_size;
                 let w = &mut state.window;
-                w.loss += loss_value;
-                w.task_loss += task_loss.into_scalar().elem::<f64>();
-                w.orth_reg += orth.map(|r| r.into_scalar().elem::<f64>()).unwrap_or(0.0);
-                w.grad_norm += grad_norm;
+                w.loss += losses.loss;
+                w.task_loss += losses.task_loss;
+                w.orth_reg += losses.orth_reg;
+                w.grad_norm += losses.grad_norm;
                 w.steps += 1;
 
                 let budget = optim.allocator().map(|a| a.budget());
@@ -890,6 +975,7 @@ impl Run<'_> {
             target_total_rank,
             train_seconds: state.train_seconds,
             train_examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
+            quantization: self.quant.clone(),
         };
         // Written last: its presence marks the run as finished.
         atomic_write_json(&self.dir.summary(), &summary)?;

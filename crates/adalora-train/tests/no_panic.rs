@@ -445,7 +445,12 @@ fn checkpoint_folders_with_a_damaged_file_are_refused_by_name() {
                 std::fs::write(&path, &changed).unwrap();
                 let result = verify_manifest(&ckpt);
                 std::fs::write(&path, &original).unwrap();
-                if changed != original {
+                // Damage that leaves the manifest's JSON meaning intact (say, a dropped final
+                // newline) is no damage: the files it vouches for are still checked.
+                let same_meaning = name == "manifest.json"
+                    && serde_json::from_slice::<serde_json::Value>(&changed).ok()
+                        == serde_json::from_slice::<serde_json::Value>(&original).ok();
+                if changed != original && !same_meaning {
                     prop_assert!(result.is_err(), "damage to {name} went unnoticed");
                 }
                 names_file(result, &path)

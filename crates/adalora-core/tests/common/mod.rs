@@ -89,7 +89,7 @@ pub fn svd_from_peft(
     ranknum: f64,
 ) -> SvdLinear<B> {
     SvdLinear {
-        base: adalora_core::frozen_linear(w0, bias),
+        base: adalora_core::frozen_linear(w0, bias).into(),
         lora_a: Param::from_tensor(tensor2_t(a)),
         lora_e: Param::from_tensor(tensor1(e)),
         lora_b: Param::from_tensor(tensor2_t(b)),

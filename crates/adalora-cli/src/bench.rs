@@ -1,0 +1,92 @@
+//! `adalora bench`: training-step time, allocator time, peak RSS and eval throughput of full
+//! FT, LoRA and AdaLoRA (see `adalora_train::bench`); a table on screen and optionally CSV.
+
+use std::path::PathBuf;
+
+use adalora_train::bench::{self, BenchOptions, CpuKernels, Shape};
+use adalora_train::config::DeviceKind;
+use adalora_train::MethodKind;
+use anyhow::bail;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Local HF model folder; default: the fetched all-MiniLM-L6-v2.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Comma-separated methods: full, lora, adalora (bitfit also works).
+    #[arg(long, default_value = "full,lora,adalora", value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Comma-separated BATCHxSEQ shapes.
+    #[arg(long, default_value = "32x128,32x64", value_delimiter = ',')]
+    shapes: Vec<Shape>,
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps (and timed eval forward passes) per method and shape.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Skip the eval-throughput measurements.
+    #[arg(long)]
+    no_eval: bool,
+    /// Resident memory after steps A and B (e.g. 50,500) of each method, first shape only.
+    #[arg(long, value_name = "A,B")]
+    rss_growth: Option<String>,
+    /// cpu | cuda (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// CPU backend: ndarray (ndarray + OpenBLAS, what `train` uses) | flex (burn-flex).
+    #[arg(long, default_value = "ndarray")]
+    backend: String,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Also write the rows as CSV here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+}
+
+fn parse_growth(s: &str) -> anyhow::Result<(usize, usize)> {
+    let parsed = s
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    match parsed {
+        Some((a, b)) if 0 < a && a < b => Ok((a, b)),
+        _ => bail!("--rss-growth {s:?}: expected two step counts A,B with 0 < A < B"),
+    }
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let device = match args.device.as_str() {
+        "cpu" => DeviceKind::Cpu,
+        "cuda" => DeviceKind::Cuda,
+        other => bail!("unknown device {other:?}: expected cpu or cuda"),
+    };
+    let cpu = match args.backend.as_str() {
+        "ndarray" => CpuKernels::Ndarray,
+        "flex" => CpuKernels::Flex,
+        other => bail!("unknown backend {other:?}: expected ndarray or flex"),
+    };
+    let opts = BenchOptions {
+        model: args.model.clone(),
+        methods: args
+            .methods
+            .iter()
+            .map(|m| MethodKind::parse(m))
+            .collect::<anyhow::Result<_>>()?,
+        shapes: args.shapes.clone(),
+        warmup: args.warmup,
+        reps: args.reps,
+        eval: !args.no_eval,
+        rss_growth: args.rss_growth.as_deref().map(parse_growth).transpose()?,
+        device,
+        cpu,
+        seed: args.seed,
+    };
+    let rows = bench::run(&opts)?;
+    print!("{}", bench::table(&rows));
+    if let Some(path) = &args.csv {
+        bench::write_csv(path, &rows)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The committed sweep files (experiments/*.toml with a [sweep] table) expand to the grids the
+//! studies issue asks for, every run's configuration valid.
+
+use std::path::Path;
+
+use adalora_study::SweepSpec;
+use adalora_train::MethodKind;
+
+fn expand(name: &str) -> Vec<adalora_study::PlannedRun> {
+    // Paths inside run configurations (rank-pattern files) are relative to the repository root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::env::set_current_dir(&root).unwrap();
+    let path = root.join("experiments").join(name);
+    SweepSpec::load(&path)
+        .and_then(|s| s.expand())
+        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+#[test]
+fn committed_sweeps_expand_to_the_planned_grids() {
+    // (i) 5 tasks × 2 budgets × (2 LoRA + 2 AdaLoRA learning rates) × 3 seeds.
+    let study = expand("study_lora_vs_adalora.toml");
+    assert_eq!(study.len(), 120);
+    for r in &study {
+        let c = &r.config;
+        assert_eq!(c.train.max_train_examples, Some(2000), "states its subset");
+        match c.method {
+            // Matched final budgets, AdaLoRA starting at 1.5× the target.
+            MethodKind::Adalora => {
+                assert_eq!(2 * c.adalora.init_r, 3 * c.adalora.target_r);
+                assert!(c.lr() >= 2e-3);
+            }
+            MethodKind::Lora => assert!([2, 8].contains(&c.lora.r) && c.lr() <= 1e-3),
+            other => panic!("unexpected method {other:?}"),
+        }
+    }
+    let tasks: std::collections::BTreeSet<_> =
+        study.iter().map(|r| r.config.task.clone()).collect();
+    assert_eq!(tasks.len(), 5);
+
+    // (ii) 5 ranks × 4 target sets × 2 methods × 2 seeds.
+    let ranks = expand("ablation_rank_targets.toml");
+    assert_eq!(ranks.len(), 80);
+
+    // (iii) 7 variants × 3 seeds, including LoRA with an AdaLoRA run's fixed rank pattern.
+    let parts = expand("ablation_components.toml");
+    assert_eq!(parts.len(), 21);
+    let pattern = parts
+        .iter()
+        .find(|r| !r.config.lora.rank_pattern.is_empty())
+        .expect("a fixed-pattern LoRA run");
+    assert_eq!(pattern.config.lora.rank_pattern.len(), 36);
+    assert_eq!(
+        pattern.config.lora.rank_pattern.values().sum::<usize>(),
+        288
+    );
+    assert!(
+        parts
+            .iter()
+            .any(|r| r.config.adalora.orth_reg_weight == 0.0
+                && r.config.method == MethodKind::Adalora)
+    );
+}
