@@ -5,11 +5,11 @@
 
 mod common;
 
-use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig};
+use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig, QuantConfig};
 use adalora_model::target::TargetModules;
 use adalora_model::{
-    apply_method, load_for_classification, write_safetensors, AnyClassifier, HeadSource, Method,
-    ModelInput, ModuleKind, SequenceClassifier, TargetSpec,
+    apply_method, load_for_classification, quantize_base, write_safetensors, AnyClassifier,
+    HeadSource, Method, ModelInput, ModuleKind, SequenceClassifier, TargetSpec,
 };
 use burn::tensor::backend::Backend;
 use common::*;
@@ -262,4 +262,60 @@ fn bitfit_trains_biases_and_the_head_only() {
     assert_eq!(report.trainable_params, dense_biases + betas + head);
     assert!(report.modules.iter().all(|m| m.rank == 0));
     drop(model);
+}
+
+#[test]
+fn qlora_quantizes_every_familys_frozen_linears_and_adapters_train_on_top() {
+    let dev = Default::default();
+    let spec: TargetSpec = "all-linear".parse().unwrap();
+    // NF4 with blocks of 32: divides the tiny models' rows (hidden 32, intermediate 64).
+    let config = QuantConfig {
+        block_size: 32,
+        ..QuantConfig::qlora()
+    };
+    for name in FAMILIES {
+        let (quantized, report) = quantize_base(load::<Cpu>(name), config).unwrap();
+        let paths: Vec<String> = quantized.slots().into_iter().map(|s| s.path).collect();
+        let reported: Vec<String> = report.modules.iter().map(|m| m.path.clone()).collect();
+        assert_eq!(
+            reported, paths,
+            "{name}: every adaptable linear is reported"
+        );
+        assert!(
+            quantized
+                .adapted_linears()
+                .iter()
+                .all(|l| l.base().as_quantized().is_some()),
+            "{name}: a dense base is left"
+        );
+        assert!(report.memory_ratio < 0.2, "{name}: {}", report.summary());
+        assert!(
+            report.mean_relative_error < 0.2,
+            "{name}: {}",
+            report.summary()
+        );
+
+        let full = apply_method(quantized.clone(), &Method::Full, &spec, &dev);
+        assert!(
+            full.unwrap_err().to_string().contains("quantized"),
+            "{name}: full fine-tuning of a quantized base is refused"
+        );
+        let reference = logits_of(&quantized, name);
+        let method = Method::Lora(LoraConfig::new().with_r(2));
+        let (mut model, _) = apply_method(quantized, &method, &spec, &dev).unwrap();
+        assert_close(name, &logits_of(&model, name), &reference, 1e-5);
+        perturb_adapters(model.adapted_linears_mut());
+        let adapted = logits_of(&model, name);
+        assert!(
+            max_abs_diff(&adapted, &reference) > 1e-3,
+            "{name}: no effect"
+        );
+        // merging dequantizes: the merged model is dense and computes the same function
+        let merged = model.merge_and_unload();
+        assert!(merged
+            .adapted_linears()
+            .iter()
+            .all(|l| l.base().as_dense().is_some()));
+        assert_close(name, &logits_of(&merged, name), &adapted, 1e-4);
+    }
 }
