@@ -23,7 +23,7 @@ pub mod peft;
 pub mod task;
 pub mod trainer;
 
-pub use adalora_core::BudgetSchedule;
+pub use adalora_core::{BudgetSchedule, QuantConfig, QuantType};
 pub use adalora_model::resolve_model_dir;
 pub use config::{MethodKind, RunConfig};
 
