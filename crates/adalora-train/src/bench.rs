@@ -19,8 +19,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use adalora_data::batch::{Batch, BatchConfig, Batcher};
 use adalora_core::QuantConfig;
+use adalora_data::batch::{Batch, BatchConfig, Batcher};
 use adalora_data::{load_movie_reviews, Dataset};
 use adalora_model::SequenceClassifier;
 use anyhow::{bail, Context};
@@ -495,14 +495,8 @@ mod tests {
 
     #[test]
     fn median_min_max() {
-        let r = BenchRow::new(
-            "train_step",
-            "lora",
-            "",
-            Shape { batch: 1, seq: 1 },
-            "s",
-        )
-        .with_samples(&[3.0, 1.0, 2.0, 10.0]);
+        let r = BenchRow::new("train_step", "lora", "", Shape { batch: 1, seq: 1 }, "s")
+            .with_samples(&[3.0, 1.0, 2.0, 10.0]);
         assert_eq!((r.median, r.min, r.max, r.n), (2.5, 1.0, 10.0, 4));
     }
 
@@ -521,13 +515,22 @@ mod tests {
             ..twin.clone()
         };
         assert_eq!(unquantized, lora);
-        assert_eq!((method_label(&lora), method_label(&twin)), ("lora".into(), "qlora".into()));
+        assert_eq!(
+            (method_label(&lora), method_label(&twin)),
+            ("lora".into(), "qlora".into())
+        );
         let full = RunConfig {
             method: MethodKind::Full,
             ..RunConfig::default()
         };
-        let err = format!("{:#}", quantized_twin(&full, QuantConfig::qlora()).unwrap_err());
-        assert!(err.contains("method full") && err.contains("a quantized base is frozen"), "{err}");
+        let err = format!(
+            "{:#}",
+            quantized_twin(&full, QuantConfig::qlora()).unwrap_err()
+        );
+        assert!(
+            err.contains("method full") && err.contains("a quantized base is frozen"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -536,10 +539,18 @@ mod tests {
         let step = |method, samples: &[f64]| {
             vec![BenchRow::new("train_step", method, "", shape, "s").with_samples(samples)]
         };
-        let ratio = step_ratio(&step("lora", &[2.0, 4.0, 3.0]), &step("qlora", &[3.3, 3.6, 9.0]))
-            .unwrap();
+        let ratio = step_ratio(
+            &step("lora", &[2.0, 4.0, 3.0]),
+            &step("qlora", &[3.3, 3.6, 9.0]),
+        )
+        .unwrap();
         assert_eq!(
-            (ratio.workload.as_str(), ratio.method.as_str(), ratio.variant.as_str(), ratio.unit.as_str()),
+            (
+                ratio.workload.as_str(),
+                ratio.method.as_str(),
+                ratio.variant.as_str(),
+                ratio.unit.as_str()
+            ),
             ("step_ratio", "qlora", "vs_f32", "x")
         );
         assert!((ratio.median - 1.2).abs() < 1e-12, "{}", ratio.median);
