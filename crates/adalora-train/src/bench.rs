@@ -208,20 +208,16 @@ fn method_label(cfg: &RunConfig) -> String {
 
 /// `step_ratio`: the quantized workload's median step over the f32 one's.
 fn step_ratio(f32_rows: &[BenchRow], quantized_rows: &[BenchRow]) -> Option<BenchRow> {
-    let median_step = |rows: &[BenchRow]| {
-        rows.iter()
-            .find(|r| r.workload == "train_step")
-            .map(|r| (r.clone(), r.median))
-    };
-    let (_, base) = median_step(f32_rows)?;
-    let (row, quantized) = median_step(quantized_rows)?;
-    let ratio = BenchRow {
+    let step = |rows: &[BenchRow]| rows.iter().find(|r| r.workload == "train_step").cloned();
+    let (base, quantized) = (step(f32_rows)?, step(quantized_rows)?);
+    let ratio = quantized.median / base.median;
+    let row = BenchRow {
         workload: "step_ratio".into(),
         variant: "vs_f32".into(),
         unit: "x".into(),
-        ..row
+        ..quantized
     };
-    Some(ratio.with_samples(&[quantized / base]))
+    Some(row.with_samples(&[ratio]))
 }
 
 pub fn run_on<B: AutodiffBackend>(
