@@ -61,9 +61,13 @@ impl ActivationOps<Flex> for Flex {
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
+        // adalora patch: f32 through the vectorisable `fast::gelu_f32`.
+        let _ = (erf_f32, sqrt2_f32);
         unary_op(
             tensor,
-            move |x: f32| 0.5 * x * (1.0 + erf_f32(x / sqrt2_f32)),
+            // A closure, not the fn item: fn items reach the maps through a `Fn::call` shim
+            // that is not inlined, which keeps the loop scalar.
+            |x: f32| crate::ops::fast::gelu_f32(x),
             move |x: f64| 0.5 * x * (1.0 + erf_f64(x / sqrt2_f64)),
         )
     }
@@ -75,14 +79,12 @@ impl ActivationOps<Flex> for Flex {
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
         let inv_sqrt_2pi_f32: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
         let inv_sqrt_2pi_f64: f64 = 1.0 / (2.0 * core::f64::consts::PI).sqrt();
+        // adalora patch: f32 through the vectorisable `fast::gelu_backward_f32`.
+        let _ = (erf_f32, sqrt2_f32, inv_sqrt_2pi_f32);
         binary_op(
             x,
             grad,
-            move |x: f32, g| {
-                let cdf = 0.5 * (1.0 + erf_f32(x / sqrt2_f32));
-                let pdf = inv_sqrt_2pi_f32 * (-0.5 * x * x).exp();
-                g * (cdf + x * pdf)
-            },
+            |x: f32, g: f32| crate::ops::fast::gelu_backward_f32(x, g),
             move |x: f64, g| {
                 let cdf = 0.5 * (1.0 + erf_f64(x / sqrt2_f64));
                 let pdf = inv_sqrt_2pi_f64 * (-0.5 * x * x).exp();

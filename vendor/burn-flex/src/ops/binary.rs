@@ -35,8 +35,8 @@ pub fn binary_op<F32Op, F64Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy,
-    F64Op: Fn(f64, f64) -> f64 + Copy,
+    F32Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
+    F64Op: Fn(f64, f64) -> f64 + Copy + Send + Sync,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "binary_op: dtype mismatch");
 
@@ -67,7 +67,7 @@ fn binary_op_f32<Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    Op: Fn(f32, f32) -> f32,
+    Op: Fn(f32, f32) -> f32 + Send + Sync,
 {
     // Permuted lhs + broadcast rhs (e.g. `x.permute(...) - mean`):
     // the generic path would walk the permuted lhs with a scalar
@@ -96,12 +96,14 @@ where
         let lhs_storage: &mut [f32] = lhs.storage_mut();
         let l_slice = &mut lhs_storage[..l_end];
 
-        match simd_op {
-            BinaryOp::Add => simd::add_inplace_f32(l_slice, r_slice),
-            BinaryOp::Sub => simd::sub_inplace_f32(l_slice, r_slice),
-            BinaryOp::Mul => simd::mul_inplace_f32(l_slice, r_slice),
-            BinaryOp::Div => simd::div_inplace_f32(l_slice, r_slice),
-        }
+        // adalora patch: the SIMD kernel over parallel chunks.
+        let kernel = |l: &mut [f32], r: &[f32]| match simd_op {
+            BinaryOp::Add => simd::add_inplace_f32(l, r),
+            BinaryOp::Sub => simd::sub_inplace_f32(l, r),
+            BinaryOp::Mul => simd::mul_inplace_f32(l, r),
+            BinaryOp::Div => simd::div_inplace_f32(l, r),
+        };
+        crate::ops::fast::chunked_inplace(l_slice, r_slice, kernel);
         return lhs;
     }
 
@@ -115,7 +117,64 @@ where
         return apply_broadcast_pattern_f32(lhs, rhs, simd_op, pattern);
     }
 
+    // adalora patch: both operands walk their last dimension with stride 0 or 1 (contiguous
+    // rows, or a broadcast row or scalar, e.g. an attention mask `[b, 1, 1, s]` against
+    // `[b, h, s, s]` scores): row by row, in parallel, instead of the per-element
+    // `StridedIter` walk of `binary_op_typed`.
+    let both_contiguous =
+        lhs.layout().contiguous_offsets().is_some() && rhs.layout().contiguous_offsets().is_some();
+    if !both_contiguous && let Some(out) = binary_rows_f32(&lhs, rhs, &op) {
+        return out;
+    }
+
     binary_op_typed(lhs, rhs, op)
+}
+
+/// See the call site in `binary_op_f32`. `None` when the layouts do not qualify.
+#[cfg(feature = "simd")]
+fn binary_rows_f32<Op>(lhs: &FlexTensor, rhs: &FlexTensor, op: &Op) -> Option<FlexTensor>
+where
+    Op: Fn(f32, f32) -> f32 + Send + Sync,
+{
+    let shape = lhs.layout().shape().clone();
+    let dims: &[usize] = &shape;
+    let (ls, rs) = (lhs.layout().strides(), rhs.layout().strides());
+    let nd = dims.len();
+    if nd == 0 || rhs.layout().shape() != &shape || ls.len() != nd || rs.len() != nd {
+        return None;
+    }
+    let row_len = dims[nd - 1];
+    let unit = |s: isize| s == 0 || s == 1;
+    let non_negative = ls.iter().chain(rs.iter()).all(|&s| s >= 0);
+    if row_len < 8 || !non_negative || !unit(ls[nd - 1]) || !unit(rs[nd - 1]) {
+        return None;
+    }
+    let rows = shape.num_elements() / row_len;
+    let outer: alloc::vec::Vec<(usize, usize, usize)> = (0..nd - 1)
+        .map(|d| (dims[d], ls[d] as usize, rs[d] as usize))
+        .collect();
+    let (l0, r0) = (lhs.layout().start_offset(), rhs.layout().start_offset());
+    let row_offsets = |r: usize| {
+        let (mut rem, mut lo, mut ro) = (r, l0, r0);
+        for &(size, l_stride, r_stride) in outer.iter().rev() {
+            let i = rem % size;
+            rem /= size;
+            lo += i * l_stride;
+            ro += i * r_stride;
+        }
+        (lo, ro)
+    };
+    let strides = (ls[nd - 1] as usize, rs[nd - 1] as usize);
+    let out = crate::ops::fast::rows_collect(
+        lhs.storage::<f32>(),
+        rhs.storage::<f32>(),
+        rows,
+        row_len,
+        strides,
+        row_offsets,
+        op,
+    );
+    Some(make_tensor(out, shape, lhs.dtype()))
 }
 
 /// Categorization of the two broadcast patterns we can accelerate.
@@ -345,8 +404,8 @@ where
 /// Binary operation with in-place optimization for Pod types.
 pub(crate) fn binary_op_typed<E, Op>(mut lhs: FlexTensor, rhs: &FlexTensor, op: Op) -> FlexTensor
 where
-    E: Element + bytemuck::Pod,
-    Op: Fn(E, E) -> E,
+    E: Element + bytemuck::Pod + Default,
+    Op: Fn(E, E) -> E + Send + Sync,
 {
     let rhs_storage: &[E] = rhs.storage();
 
@@ -359,9 +418,7 @@ where
     {
         let lhs_storage: &mut [E] = lhs.storage_mut();
         let r_slice = &rhs_storage[r_start..r_end];
-        for (l, &r) in lhs_storage[..l_end].iter_mut().zip(r_slice) {
-            *l = op(*l, r);
-        }
+        crate::ops::fast::zip_inplace(&mut lhs_storage[..l_end], r_slice, op);
         return lhs;
     }
 
@@ -378,11 +435,7 @@ where
         (Some((l_start, l_end)), Some((r_start, r_end))) => {
             let l_slice = &lhs_storage[l_start..l_end];
             let r_slice = &rhs_storage[r_start..r_end];
-            l_slice
-                .iter()
-                .zip(r_slice)
-                .map(|(&a, &b)| op(a, b))
-                .collect()
+            crate::ops::fast::zip_collect(l_slice, r_slice, &op)
         }
         // Fast path for 2D non-contiguous (common for transpose)
         _ if lhs.layout().num_dims() == 2 => {
@@ -445,8 +498,8 @@ pub fn scalar_op<F32Op, F64Op>(
     f64_op: F64Op,
 ) -> FlexTensor
 where
-    F32Op: Fn(f32, f32) -> f32 + Copy,
-    F64Op: Fn(f64, f64) -> f64 + Copy,
+    F32Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
+    F64Op: Fn(f64, f64) -> f64 + Copy + Send + Sync,
 {
     let dtype = tensor.dtype();
 
@@ -473,17 +526,15 @@ where
 
 pub(crate) fn scalar_op_typed<E, Op>(mut tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor
 where
-    E: Element + bytemuck::Pod,
-    Op: Fn(E, E) -> E,
+    E: Element + bytemuck::Pod + Default,
+    Op: Fn(E, E) -> E + Send + Sync,
 {
     // In-place fast path: unique, contiguous at offset 0
     if tensor.is_unique()
         && let Some((0, end)) = tensor.layout().contiguous_offsets()
     {
         let storage: &mut [E] = tensor.storage_mut();
-        for x in storage[..end].iter_mut() {
-            *x = op(*x, scalar);
-        }
+        crate::ops::fast::map_inplace(&mut storage[..end], |x| op(x, scalar));
         return tensor;
     }
 
@@ -493,7 +544,7 @@ where
     let storage: &[E] = tensor.storage();
 
     let result: Vec<E> = match tensor.layout().contiguous_offsets() {
-        Some((start, end)) => storage[start..end].iter().map(|&x| op(x, scalar)).collect(),
+        Some((start, end)) => crate::ops::fast::map_collect(&storage[start..end], |x| op(x, scalar)),
         None => StridedIter::new(tensor.layout())
             .map(|i| op(storage[i], scalar))
             .collect(),
@@ -518,7 +569,7 @@ fn make_tensor<E: bytemuck::Pod + Send + Sync>(
 /// Supports all integer dtypes: I64, I32, I16, I8, U64, U32, U16, U8.
 pub fn int_binary_op<Op>(lhs: FlexTensor, rhs: FlexTensor, op: Op) -> FlexTensor
 where
-    Op: Fn(i64, i64) -> i64 + Copy,
+    Op: Fn(i64, i64) -> i64 + Send + Sync + Copy,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "int_binary_op: dtype mismatch");
 
@@ -546,7 +597,7 @@ where
 /// Note: scalar is truncated to target dtype (matches PyTorch).
 pub fn int_scalar_op<Op>(tensor: FlexTensor, scalar: i64, op: Op) -> FlexTensor
 where
-    Op: Fn(i64, i64) -> i64 + Copy,
+    Op: Fn(i64, i64) -> i64 + Send + Sync + Copy,
 {
     let dtype = tensor.dtype();
 

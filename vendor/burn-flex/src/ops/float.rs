@@ -20,6 +20,21 @@ use crate::ops::matmul;
 use crate::ops::unary;
 use crate::{Flex, FlexTensor};
 
+/// The f32 distributions `float_random` fills with `fast::fill_*` (adalora patch).
+fn fast_fill(distribution: Distribution) -> Option<impl Fn(&mut [f32], u64)> {
+    use crate::ops::fast::{fill_bernoulli_f32, fill_uniform_f32};
+    let (kind, a, b) = match distribution {
+        Distribution::Default => (0, 0.0, 1.0),
+        Distribution::Uniform(low, high) => (0, low, high),
+        Distribution::Bernoulli(prob) => (1, prob, 0.0),
+        Distribution::Normal(..) => return None,
+    };
+    Some(move |out: &mut [f32], key: u64| match kind {
+        0 => fill_uniform_f32(out, key, a as f32, b as f32),
+        _ => fill_bernoulli_f32(out, key, a),
+    })
+}
+
 impl FloatTensorOps<Flex> for Flex {
     fn float_from_data(data: TensorData, _device: &Device<Flex>) -> FloatTensor<Flex> {
         FlexTensor::from_data(data)
@@ -33,6 +48,24 @@ impl FloatTensorOps<Flex> for Flex {
     ) -> FloatTensor<Flex> {
         let mut seed = crate::backend::SEED.lock().unwrap();
         let mut rng = seed.take().unwrap_or_else(crate::backend::get_seeded_rng);
+        // adalora patch: uniform and Bernoulli f32 tensors (dropout masks) from a
+        // counter-based generator keyed by one draw of the seeded RNG, filled in parallel
+        // (`fast::fill_*`); upstream samples element by element through `rand`'s ChaCha.
+        if matches!(dtype, FloatDType::F32 | FloatDType::Flex32)
+            && let Some(fill) = fast_fill(distribution)
+        {
+            use burn_std::rand::RngExt;
+            let key: u64 = rng.random();
+            *seed = Some(rng);
+            drop(seed);
+            let mut out = vec![0.0f32; shape.num_elements()];
+            fill(&mut out, key);
+            return FlexTensor::new(
+                Bytes::from_elems(out),
+                Layout::contiguous(shape),
+                burn_backend::DType::F32,
+            );
+        }
         let data = match dtype {
             FloatDType::F64 => TensorData::random::<f64, _, _>(shape, distribution, &mut rng),
             FloatDType::F32 | FloatDType::Flex32 => {

@@ -6,6 +6,9 @@ use burn_std::{bf16, f16};
 
 use crate::FlexTensor;
 
+/// adalora patch: parallel, vectorisable element-wise kernels (see the module docs).
+pub mod fast;
+
 /// The `DType` that matches `isize` on the current platform.
 #[cfg(target_pointer_width = "64")]
 pub(crate) const INDEX_DTYPE: DType = DType::I64;
