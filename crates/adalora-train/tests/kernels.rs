@@ -199,3 +199,23 @@ fn dropout_keeps_the_right_share_is_reproducible_and_routes_gradients() {
     assert_eq!(run(5).0, y, "same seed, same mask");
     assert_ne!(run(6).0, y, "another seed, another mask");
 }
+
+/// The attention-head layout changes `[b, s, h, d] → [b, h, s, d]` and back: a permuted
+/// tensor's copy to contiguous memory (the row-wise gather), forward and backward.
+#[test]
+fn head_permutations_copy_like_the_plain_backend() {
+    let (b, s, h, d) = (8, 64, 12, 32);
+    let shape = [b, s, h * d];
+    let input = values(b * s * h * d, 1.0, 5);
+    let heads = |x: Tensor<Fast, 3>| {
+        let y = x.reshape([b, s, h, d]).swap_dims(1, 2);
+        (y.clone() * y).swap_dims(1, 2).reshape([b, s, h * d])
+    };
+    let heads_plain = |x: Tensor<Plain, 3>| {
+        let y = x.reshape([b, s, h, d]).swap_dims(1, 2);
+        (y.clone() * y).swap_dims(1, 2).reshape([b, s, h * d])
+    };
+    let [(y, gx), (y_ref, gx_ref)] = forward_backward(shape, &input, heads, heads_plain);
+    assert_eq!(y, y_ref);
+    assert_eq!(gx, gx_ref);
+}

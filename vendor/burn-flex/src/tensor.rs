@@ -384,6 +384,24 @@ impl FlexTensor {
             copy_2d_tiled(
                 &mut dst, src, offset, shape[0], shape[1], strides[0], strides[1],
             );
+        } else if all_positive && strides.last() == Some(&1) && shape.last() >= Some(&8) {
+            // adalora patch: ND layouts whose last dimension is contiguous (permuted attention
+            // heads) copy row by row, in parallel, instead of element by element.
+            let row_len = *shape.last().unwrap();
+            let outer: Vec<(usize, usize)> = shape[..shape.len() - 1]
+                .iter()
+                .zip(&strides[..strides.len() - 1])
+                .map(|(&d, &st)| (d, st as usize))
+                .collect();
+            let row_offset = |r: usize| {
+                let (mut rem, mut off) = (r, offset as usize);
+                for &(size, stride) in outer.iter().rev() {
+                    off += (rem % size) * stride;
+                    rem /= size;
+                }
+                off
+            };
+            dst = crate::ops::fast::gather_rows(src, n / row_len, row_len, row_offset);
         } else {
             // General fallback: covers negative strides (flipped
             // tensors) and ND layouts that can't collapse to ≤2D.

@@ -63,6 +63,14 @@ impl ActivationOps<Flex> for Flex {
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
         // adalora patch: f32 through the vectorisable `fast::gelu_f32`.
         let _ = (erf_f32, sqrt2_f32);
+        let tensor = match crate::ops::unary::f32_kernel(
+            tensor,
+            crate::ops::fast::gelu_inplace,
+            crate::ops::fast::gelu_collect,
+        ) {
+            Ok(done) => return done,
+            Err(tensor) => tensor,
+        };
         unary_op(
             tensor,
             // A closure, not the fn item: fn items reach the maps through a `Fn::call` shim
@@ -81,6 +89,24 @@ impl ActivationOps<Flex> for Flex {
         let inv_sqrt_2pi_f64: f64 = 1.0 / (2.0 * core::f64::consts::PI).sqrt();
         // adalora patch: f32 through the vectorisable `fast::gelu_backward_f32`.
         let _ = (erf_f32, sqrt2_f32, inv_sqrt_2pi_f32);
+        if x.dtype() == burn_backend::DType::F32
+            && grad.dtype() == burn_backend::DType::F32
+            && x.layout().shape() == grad.layout().shape()
+            && let (Some((xs, xe)), Some((gs, ge))) = (
+                x.layout().contiguous_offsets(),
+                grad.layout().contiguous_offsets(),
+            )
+        {
+            let out = crate::ops::fast::gelu_backward_collect(
+                &x.storage::<f32>()[xs..xe],
+                &grad.storage::<f32>()[gs..ge],
+            );
+            return FlexTensor::new(
+                burn_std::Bytes::from_elems(out),
+                crate::Layout::contiguous(x.layout().shape().clone()),
+                burn_backend::DType::F32,
+            );
+        }
         binary_op(
             x,
             grad,

@@ -344,12 +344,13 @@ fn run_broadcast_pattern_f32(
             // lengths, and pays the macerator feature-detection cost
             // exactly once.
             let dst_full = &mut dst[..total];
-            match simd_op {
-                BinaryOp::Add => simd::add_shared_row_inplace_f32(dst_full, rhs_row),
-                BinaryOp::Sub => simd::sub_shared_row_inplace_f32(dst_full, rhs_row),
-                BinaryOp::Mul => simd::mul_shared_row_inplace_f32(dst_full, rhs_row),
-                BinaryOp::Div => simd::div_shared_row_inplace_f32(dst_full, rhs_row),
-            }
+            // adalora patch: over blocks of whole rows, in parallel.
+            crate::ops::fast::for_row_blocks(dst_full, row_len, |_, block| match simd_op {
+                BinaryOp::Add => simd::add_shared_row_inplace_f32(block, rhs_row),
+                BinaryOp::Sub => simd::sub_shared_row_inplace_f32(block, rhs_row),
+                BinaryOp::Mul => simd::mul_shared_row_inplace_f32(block, rhs_row),
+                BinaryOp::Div => simd::div_shared_row_inplace_f32(block, rhs_row),
+            })
         }
         BroadcastView::PerRowScalar {
             outer_count,
@@ -360,12 +361,17 @@ fn run_broadcast_pattern_f32(
             // One monomorphized helper per op. The closure is statically
             // known at each call site so LLVM still autovectorizes the
             // inner scalar loop, and the outer op dispatch happens once.
-            match simd_op {
-                BinaryOp::Add => per_row_scalar_apply(dst, scalars, row_len, |a, b| a + b),
-                BinaryOp::Sub => per_row_scalar_apply(dst, scalars, row_len, |a, b| a - b),
-                BinaryOp::Mul => per_row_scalar_apply(dst, scalars, row_len, |a, b| a * b),
-                BinaryOp::Div => per_row_scalar_apply(dst, scalars, row_len, |a, b| a / b),
-            }
+            // adalora patch: over blocks of whole rows, in parallel.
+            let dst = &mut dst[..outer_count * row_len];
+            crate::ops::fast::for_row_blocks(dst, row_len, |first_row, block| {
+                let scalars = &scalars[first_row..first_row + block.len() / row_len.max(1)];
+                match simd_op {
+                    BinaryOp::Add => per_row_scalar_apply(block, scalars, row_len, |a, b| a + b),
+                    BinaryOp::Sub => per_row_scalar_apply(block, scalars, row_len, |a, b| a - b),
+                    BinaryOp::Mul => per_row_scalar_apply(block, scalars, row_len, |a, b| a * b),
+                    BinaryOp::Div => per_row_scalar_apply(block, scalars, row_len, |a, b| a / b),
+                }
+            })
         }
     }
 }

@@ -8,6 +8,7 @@ use burn_std::{BoolDType, Bytes, bf16, f16};
 use num_traits::Float;
 
 use crate::layout::StridedBlocks;
+use crate::ops::fast;
 use crate::{FlexTensor, Layout};
 
 /// Apply a float predicate element-wise, producing a boolean tensor.
@@ -155,6 +156,32 @@ where
     )
 }
 
+/// adalora patch: runs a whole-slice f32 kernel of `fast` on a contiguous f32 tensor (in place
+/// when the tensor is unique); gives the tensor back otherwise.
+pub(crate) fn f32_kernel(
+    mut tensor: FlexTensor,
+    inplace: fn(&mut [f32]),
+    collect: fn(&[f32]) -> Vec<f32>,
+) -> Result<FlexTensor, FlexTensor> {
+    if tensor.dtype() != DType::F32 {
+        return Err(tensor);
+    }
+    let Some((start, end)) = tensor.layout().contiguous_offsets() else {
+        return Err(tensor);
+    };
+    if tensor.is_unique() && start == 0 {
+        inplace(&mut tensor.storage_mut::<f32>()[..end]);
+        return Ok(tensor);
+    }
+    let out = collect(&tensor.storage::<f32>()[start..end]);
+    let shape = tensor.layout().shape().clone();
+    Ok(FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(shape),
+        DType::F32,
+    ))
+}
+
 // ============================================================================
 // Specific unary operations
 // ============================================================================
@@ -162,6 +189,10 @@ where
 /// Exponential: e^x
 pub fn exp(tensor: FlexTensor) -> FlexTensor {
     // adalora patch: a vectorisable exp (`fast::exp_f32`, within 2 ulp of libm) for f32.
+    let tensor = match f32_kernel(tensor, fast::exp_inplace, fast::exp_collect) {
+        Ok(done) => return done,
+        Err(tensor) => tensor,
+    };
     unary_op(tensor, |x| crate::ops::fast::exp_f32(x), |x| x.exp())
 }
 
