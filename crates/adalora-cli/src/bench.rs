@@ -35,8 +35,9 @@ pub struct BenchArgs {
     /// cpu | cuda (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CPU backend: ndarray (ndarray + OpenBLAS, what `train` uses) | flex (burn-flex).
-    #[arg(long, default_value = "ndarray")]
+    /// CPU backend: flex (burn-flex with the patched kernels, what `train` uses) | ndarray
+    /// (ndarray + OpenBLAS, for comparison).
+    #[arg(long, default_value = "flex")]
     backend: String,
     #[arg(long, default_value_t = 42)]
     seed: u64,

@@ -88,9 +88,9 @@ pub struct BenchOptions {
 /// Which burn CPU backend to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuKernels {
-    /// ndarray + OpenBLAS ([`crate::CpuBackend`], what `adalora train` uses).
+    /// ndarray + OpenBLAS, for comparison.
     Ndarray,
-    /// burn-flex: SIMD/rayon element-wise ops, `gemm` matrix products.
+    /// burn-flex with the patched kernels ([`crate::CpuBackend`], what `adalora train` uses).
     Flex,
 }
 
@@ -152,10 +152,11 @@ impl BenchRow {
 pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
     match opts.device {
         DeviceKind::Cpu => match opts.cpu {
-            CpuKernels::Ndarray => run_on::<crate::CpuTrain>(opts, &Default::default()),
-            CpuKernels::Flex => {
-                run_on::<burn::backend::Autodiff<burn_flex::Flex>>(opts, &Default::default())
-            }
+            CpuKernels::Ndarray => run_on::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
+                opts,
+                &Default::default(),
+            ),
+            CpuKernels::Flex => run_on::<crate::CpuTrain>(opts, &Default::default()),
         },
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
