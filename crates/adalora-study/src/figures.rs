@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use adalora_plots::{save, GroupedBars, LinePlot, RankHeatmap, Series};
 use adalora_train::io::RunDir;
-use adalora_train::MethodKind;
+use adalora_train::Method;
 use anyhow::Context;
 
 use crate::report::{pairs, rank_grid, Study};
@@ -268,7 +268,7 @@ pub fn sweep_figures_of(study: &Study, kind: Kind, out: &Path) -> anyhow::Result
         }
     }
     for e in &study.entries {
-        if e.run.config.method == MethodKind::Adalora {
+        if e.run.config.method == Method::AdaLora {
             let dir = &e.run.dir;
             if kind.wants(Kind::Heatmap) {
                 written.extend(run_heatmap(dir, &dir.join("rank_pattern.png"))?);
@@ -322,7 +322,7 @@ fn metric_vs_budget(study: &Study, task: &str, out: &Path) -> anyhow::Result<Vec
             continue;
         };
         metric = run.summary.main_metric.clone();
-        let method = if run.config.method == MethodKind::Lora {
+        let method = if run.config.method == Method::Lora {
             "LoRA"
         } else {
             "AdaLoRA"

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use adalora_train::io::atomic_write;
-use adalora_train::MethodKind;
+use adalora_train::Method;
 
 use crate::manifest::{Row, Status, SweepDir};
 use crate::runs::{LayerGrid, RunRecord};
@@ -74,8 +74,8 @@ impl Study {
             }
             let run = RunRecord::read(&sweep.run_path(row))?;
             let other = match run.config.method {
-                MethodKind::Lora => "adalora.",
-                MethodKind::Adalora => "lora.",
+                Method::Lora => "adalora.",
+                Method::AdaLora => "lora.",
                 _ => "\u{0}",
             };
             let extras: Vec<String> = varying
@@ -246,11 +246,11 @@ pub fn pairs(study: &Study) -> Vec<Pair> {
     let extras = |g: &str| g.split_once(" (").map(|(_, x)| x.to_string());
     let mut out = Vec::new();
     for l in &groups {
-        let Some(le) = first(l).filter(|e| e.run.config.method == MethodKind::Lora) else {
+        let Some(le) = first(l).filter(|e| e.run.config.method == Method::Lora) else {
             continue;
         };
         for a in &groups {
-            let Some(ae) = first(a).filter(|e| e.run.config.method == MethodKind::Adalora) else {
+            let Some(ae) = first(a).filter(|e| e.run.config.method == Method::AdaLora) else {
                 continue;
             };
             if let (Some(lr), Some(ar)) = (le.run.mean_final_rank(), ae.run.mean_final_rank()) {

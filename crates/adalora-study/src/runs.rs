@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::io::{read_json, RunDir};
-use adalora_train::{MethodKind, RunConfig};
+use adalora_train::{Method, RunConfig};
 use anyhow::Context;
 use serde::Deserialize;
 
@@ -233,10 +233,10 @@ impl RunRecord {
         match (&self.pattern, self.config.method) {
             (Some(p), _) => Some(p.modules.len()),
             // A fixed pattern lists every matrix of the AdaLoRA run it came from, rank 0 included.
-            (None, MethodKind::Lora) if !self.config.lora.rank_pattern.is_empty() => {
+            (None, Method::Lora) if !self.config.lora.rank_pattern.is_empty() => {
                 Some(self.config.lora.rank_pattern.len())
             }
-            (None, MethodKind::Lora) => self
+            (None, Method::Lora) => self
                 .summary
                 .final_total_rank
                 .map(|t| t / self.config.lora.r.max(1)),
@@ -256,19 +256,19 @@ impl RunRecord {
     pub fn method_label(&self) -> String {
         let c = &self.config;
         match c.method {
-            MethodKind::Lora if !c.lora.rank_pattern.is_empty() => {
+            Method::Lora if !c.lora.rank_pattern.is_empty() => {
                 format!(
                     "LoRA fixed pattern (total {})",
                     c.lora.rank_pattern.values().sum::<usize>()
                 )
             }
-            MethodKind::Lora => format!("LoRA r={}", c.lora.r),
-            MethodKind::Adalora => match c.adalora.target_total_rank {
+            Method::Lora => format!("LoRA r={}", c.lora.r),
+            Method::AdaLora => match c.adalora.target_total_rank {
                 Some(t) => format!("AdaLoRA {}→b(T)={t}", c.adalora.init_r),
                 None => format!("AdaLoRA {}→{}", c.adalora.init_r, c.adalora.target_r),
             },
-            MethodKind::Full => "Full FT".into(),
-            MethodKind::Bitfit => "BitFit".into(),
+            Method::Full => "Full FT".into(),
+            Method::BitFit => "BitFit".into(),
         }
     }
 }

@@ -21,8 +21,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::batch::forward_batch;
-use crate::config::{DeviceKind, MethodKind, RunConfig, Steps};
+use crate::config::{DeviceKind, RunConfig};
 use crate::trainer::{build_model, device_of, make_optimizer, train_step, Model};
+use adalora_core::{Method, Steps};
 
 /// `batch × seq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +62,7 @@ impl std::fmt::Display for Shape {
 pub struct BenchOptions {
     /// HF model folder; absent = the fetched all-MiniLM-L6-v2.
     pub model: Option<PathBuf>,
-    pub methods: Vec<MethodKind>,
+    pub methods: Vec<Method>,
     pub shapes: Vec<Shape>,
     /// Untimed steps (and forward passes) before the timed ones.
     pub warmup: usize,
@@ -103,7 +104,7 @@ pub struct BenchRow {
 }
 
 impl BenchRow {
-    fn new(workload: &str, method: MethodKind, variant: &str, shape: Shape, unit: &str) -> Self {
+    fn new(workload: &str, method: Method, variant: &str, shape: Shape, unit: &str) -> Self {
         BenchRow {
             workload: workload.into(),
             method: method.name().into(),
@@ -160,7 +161,7 @@ const BUDGET_PHASE_STEPS: usize = 1_000_000;
 /// Reviews tokenized for the benchmark batches (cycled when a run needs more).
 const REVIEWS: usize = 2_000;
 
-fn bench_config(method: MethodKind, opts: &BenchOptions) -> RunConfig {
+fn bench_config(method: Method, opts: &BenchOptions) -> RunConfig {
     let mut cfg = RunConfig {
         method,
         model: opts.model.clone(),
@@ -312,7 +313,7 @@ fn bench_training<B: AutodiffBackend>(
 /// Eval throughput (examples/s) of the trained model: `base` for full FT (no adapters),
 /// `unmerged` and `merged` for LoRA / AdaLoRA.
 fn bench_eval<B: AutodiffBackend>(
-    method: MethodKind,
+    method: Method,
     model: Model<B>,
     batches: &[Batch],
     shape: Shape,
@@ -323,7 +324,7 @@ fn bench_eval<B: AutodiffBackend>(
     let inner_device: burn::tensor::Device<B::InnerBackend> = device_of(&inner);
     let _ = device;
     let variants = match method {
-        MethodKind::Lora | MethodKind::Adalora => {
+        Method::Lora | Method::AdaLora => {
             vec![
                 ("unmerged", inner.clone()),
                 ("merged", inner.merge_and_unload()),
@@ -423,7 +424,7 @@ mod tests {
     fn median_min_max() {
         let r = BenchRow::new(
             "train_step",
-            MethodKind::Lora,
+            Method::Lora,
             "",
             Shape { batch: 1, seq: 1 },
             "s",

@@ -7,6 +7,7 @@
 //! features the CLI offers besides training (sentence embeddings: [`encode`]). The CLI talks to
 //! this crate only; the model seam is fed from data batches in [`batch`].
 
+pub mod adalora;
 pub mod batch;
 pub mod bench;
 pub mod clip;
@@ -24,8 +25,9 @@ pub mod task;
 pub mod trainer;
 
 pub use adalora_core::BudgetSchedule;
+pub use adalora_core::Method;
 pub use adalora_model::resolve_model_dir;
-pub use config::{MethodKind, RunConfig};
+pub use config::RunConfig;
 
 /// The CPU backend every command trains on (and its inference half for eval/merge/predict):
 /// ndarray with OpenBLAS. burn-flex measured faster in `adalora bench --backend flex` (LoRA
