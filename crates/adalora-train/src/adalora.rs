@@ -149,3 +149,81 @@ impl<B: Backend, R: Record<B>> Record<B> for AdaLoraRecord<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adalora_core::{frozen_linear, AdaptedLinear, Steps};
+    use burn::backend::{Autodiff, NdArray};
+    use burn::module::Module;
+    use burn::optim::AdamWConfig;
+    use burn::tensor::Distribution;
+
+    type AB = Autodiff<NdArray<f32>>;
+
+    #[derive(Module, Debug)]
+    struct One<B: Backend> {
+        layer: AdaptedLinear<B>,
+    }
+
+    impl<B: Backend> AdapterHost<B> for One<B> {
+        fn adapted_linears(&self) -> Vec<&AdaptedLinear<B>> {
+            vec![&self.layer]
+        }
+        fn adapted_linears_mut(&mut self) -> Vec<&mut AdaptedLinear<B>> {
+            vec![&mut self.layer]
+        }
+    }
+
+    fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec().unwrap()
+    }
+
+    /// The paper's variant scores the weights the gradient was computed at; PEFT's (the
+    /// default) the weights after the update. First step from zero EMAs: Ī = (1 − β1)·|λ·g|.
+    #[test]
+    fn the_driver_scores_the_weights_the_config_names() {
+        let device = Default::default();
+        for weights in [ScoreWeights::PreUpdate, ScoreWeights::PostUpdate] {
+            AB::seed(&device, 11);
+            let cfg = AdaLoraConfig {
+                init_r: 3,
+                target_r: 2,
+                score_weights: weights,
+                tinit: Steps::Count(0),
+                tfinal: Steps::Count(0),
+                delta_t: 1,
+                ..AdaLoraConfig::default()
+            }
+            .resolve(10)
+            .unwrap();
+            let w = Tensor::<AB, 2>::random([4, 5], Distribution::Normal(0.0, 0.3), &device);
+            let base = frozen_linear(w, Some(Tensor::zeros([5], &device)));
+            let model = One {
+                layer: AdaptedLinear::Svd(cfg.adapter_config().init(base, &device).unwrap()),
+            };
+            let mut driver = AdaLoraDriver::new(&cfg, &model, &device).unwrap();
+            let mut adam = AdamWConfig::new().init();
+            let x = Tensor::<AB, 2>::random([6, 4], Distribution::Normal(0.0, 1.0), &device);
+            let loss = model.layer.forward(x).powi_scalar(2).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let lora_e = model.svd_adapters()[0].lora_e.clone();
+            let grad_e = grads.get::<NdArray<f32>, 1>(lora_e.id).unwrap();
+            let before = lora_e.val().inner();
+            let model = driver.step(&mut adam, 0.1, model, grads).unwrap();
+            let after = model.svd_adapters()[0].lora_e.val().inner();
+            assert!(host(after.clone()).iter().all(|v| *v != 0.0), "λ must move");
+            let scored = match weights {
+                ScoreWeights::PreUpdate => before,
+                ScoreWeights::PostUpdate => after,
+            };
+            let expected = host((scored * grad_e).abs().mul_scalar(1.0 - cfg.beta1));
+            let state = driver.state();
+            let ipt = &state.stats.as_ref().unwrap()[0].e.ipt;
+            for (got, want) in ipt.iter().zip(&expected) {
+                let err = (got - want).abs() / want.abs().max(1e-12);
+                assert!(err < 1e-5, "{weights:?}: {ipt:?} vs {expected:?}");
+            }
+        }
+    }
+}
