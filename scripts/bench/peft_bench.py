@@ -14,8 +14,12 @@ Rows: workload,method,variant,batch,seq,unit,median,min,max,n
   peak_rss    VmHWM after the timed steps (reset per workload via /proc/self/clear_refs), MB
   eval        forward passes under torch.inference_mode(): base / unmerged / merged, examples/s
   rss_growth  VmRSS after steps A and B (--rss-growth A,B), MB
+With --quantize nf4 [--double-quant] (QLoRA, bitsandbytes' CPU 4-bit path), each method is also
+run with the encoder's dense layers as bitsandbytes Linear4bit (f32 compute), labelled q<method>,
+followed by step_ratio (quantized / f32 median step), as `adalora bench --quantize` does.
 
-Needs torch, transformers, peft (pip install torch transformers peft).
+Needs torch, transformers, peft (pip install torch transformers peft; bitsandbytes for
+--quantize).
 """
 import argparse
 import csv
@@ -41,6 +45,14 @@ def row(workload, method, variant, batch, seq, unit, samples):
     s = sorted(samples)
     return dict(workload=workload, method=method, variant=variant, batch=batch, seq=seq,
                 unit=unit, median=statistics.median(s), min=s[0], max=s[-1], n=len(s))
+
+
+def step_ratio(f32_rows, quant_rows):
+    """The quantized workload's median step over the f32 one's (`adalora bench`'s step_ratio)."""
+    base, q = (next(r for r in rows if r["workload"] == "train_step") for rows in (f32_rows, quant_rows))
+    ratio = q["median"] / base["median"]
+    return {**q, "workload": "step_ratio", "variant": "vs_f32", "unit": "x",
+            "median": ratio, "min": ratio, "max": ratio, "n": 1}
 
 
 def reset_peak_rss():
@@ -91,10 +103,30 @@ def full_length_batches(tokenizer, texts, labels, batch, seq, seed):
     return out
 
 
-def build(method, model_dir):
+def quantize_encoder(model, quant_type, double_quant):
+    """Swap every dense layer of the encoder (and the pooler) for a bitsandbytes Linear4bit,
+    the layers `adalora train --quantize` quantizes; the classifier head stays f32."""
+    import torch
+    import bitsandbytes as bnb
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, torch.nn.Linear) or name.startswith("classifier"):
+            continue
+        q = bnb.nn.Linear4bit(module.in_features, module.out_features,
+                              bias=module.bias is not None, compute_dtype=torch.float32,
+                              compress_statistics=double_quant, quant_type=quant_type)
+        q.load_state_dict(module.state_dict())
+        q = q.to("cpu")  # quantizes the weight
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, q)
+    return model
+
+
+def build(method, model_dir, quant=None):
     from transformers import AutoModelForSequenceClassification
     from peft import AdaLoraConfig, LoraConfig, get_peft_model
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    if quant:
+        model = quantize_encoder(model, *quant)
     if method == "lora":
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16,
                                                  lora_dropout=0.0, target_modules=TARGET))
@@ -106,11 +138,12 @@ def build(method, model_dir):
     return model
 
 
-def bench_method(method, shape, batches, args):
+def bench_method(method, shape, batches, args, quant=None):
     import torch
     batch, seq = shape
     reset_peak_rss()
-    model = build(method, args.model)
+    model = build(method, args.model, quant)
+    label = f"q{method}" if quant else method
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR[method], eps=1e-8, weight_decay=0.0)
@@ -141,19 +174,21 @@ def bench_method(method, shape, batches, args):
             rss_at.append((step + 1, resident_mb("VmRSS")))
         if step + 1 == total:
             peak = resident_mb("VmHWM")
-    rows = [row("train_step", method, "", batch, seq, "s", steps)]
+    rows = [row("train_step", label, "", batch, seq, "s", steps)]
     if alloc:
-        rows.append(row("allocator", method, "", batch, seq, "s", alloc))
+        rows.append(row("allocator", label, "", batch, seq, "s", alloc))
     if peak is not None:
-        rows.append(row("peak_rss", method, "", batch, seq, "MB", [peak]))
+        rows.append(row("peak_rss", label, "", batch, seq, "MB", [peak]))
     for n, mb in rss_at:
-        rows.append(row("rss_growth", method, f"step{n}", batch, seq, "MB", [mb]))
-    if not args.no_eval:
-        rows += bench_eval(method, model, batches, shape, args)
+        rows.append(row("rss_growth", label, f"step{n}", batch, seq, "MB", [mb]))
+    # peft wraps a Linear4bit it did not load itself in its generic LoRA layer, whose merge
+    # would write into the packed 4-bit weight: no eval rows on a quantized base.
+    if not args.no_eval and quant is None:
+        rows += bench_eval(method, label, model, batches, shape, args)
     return rows
 
 
-def bench_eval(method, model, batches, shape, args):
+def bench_eval(method, label, model, batches, shape, args):
     import torch
     model.eval()
     variants = [("base", model)] if method == "full" else [("unmerged", model)]
@@ -168,7 +203,7 @@ def bench_eval(method, model, batches, shape, args):
                 m(**b).logits.sum().item()
                 if rep >= args.warmup:
                     rates.append(shape[0] / (time.perf_counter() - t0))
-        rows.append(row("eval", method, name, shape[0], shape[1], "examples/s", rates))
+        rows.append(row("eval", label, name, shape[0], shape[1], "examples/s", rates))
         if name == "unmerged":
             variants.append(("merged", model.merge_and_unload()))
     return rows
@@ -186,6 +221,9 @@ def main():
     p.add_argument("--rss-growth", default=None, help="A,B")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--csv", default=None)
+    p.add_argument("--quantize", choices=["nf4", "fp4"], default=None,
+                   help="also run each method on a bitsandbytes 4-bit base")
+    p.add_argument("--double-quant", action="store_true")
     args = p.parse_args()
     args.shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
     args.rss_growth = tuple(int(v) for v in args.rss_growth.split(",")) if args.rss_growth else None
@@ -199,7 +237,13 @@ def main():
         for shape in args.shapes:
             print(f"peft bench: {method} at {shape[0]}x{shape[1]}", file=sys.stderr)
             batches = full_length_batches(tokenizer, texts, labels, *shape, args.seed)
-            rows += bench_method(method, shape, batches, args)
+            f32_rows = bench_method(method, shape, batches, args)
+            rows += f32_rows
+            if args.quantize:
+                print(f"peft bench: q{method} at {shape[0]}x{shape[1]}", file=sys.stderr)
+                quant_rows = bench_method(method, shape, batches, args,
+                                          (args.quantize, args.double_quant))
+                rows += quant_rows + [step_ratio(f32_rows, quant_rows)]
     w = csv.DictWriter(open(args.csv, "w", newline="") if args.csv else sys.stdout, FIELDS)
     w.writeheader()
     w.writerows(rows)

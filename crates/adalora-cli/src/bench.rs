@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use adalora_train::bench::{self, BenchOptions, CpuKernels, Shape};
 use adalora_train::config::DeviceKind;
-use adalora_train::Method;
+use adalora_train::{Method, QuantConfig, QuantType};
 use anyhow::bail;
 use clap::Args;
 
@@ -35,11 +35,22 @@ pub struct BenchArgs {
     /// cpu | cuda (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CPU backend: ndarray (ndarray + OpenBLAS, what `train` uses) | flex (burn-flex).
-    #[arg(long, default_value = "ndarray")]
+    /// CPU backend: flex (burn-flex with the patched kernels, what `train` uses) | ndarray
+    /// (ndarray + OpenBLAS, for comparison).
+    #[arg(long, default_value = "flex")]
     backend: String,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also measure each method on a quantized base (QLoRA): nf4 | fp4 | int8; adds the
+    /// `q<method>` rows and the `step_ratio` / `base_ratio` rows against the f32 base.
+    #[arg(long)]
+    quantize: Option<String>,
+    /// Values per absmax block of the quantized base.
+    #[arg(long, default_value_t = QuantConfig::qlora().block_size)]
+    quant_block_size: usize,
+    /// Quantize the absmax constants again to 8 bits (blocks of 256).
+    #[arg(long)]
+    double_quant: bool,
     /// Also write the rows as CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -66,6 +77,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "flex" => CpuKernels::Flex,
         other => bail!("unknown backend {other:?}: expected ndarray or flex"),
     };
+    let quant = match &args.quantize {
+        Some(kind) => Some(QuantConfig {
+            kind: kind.parse::<QuantType>()?,
+            block_size: args.quant_block_size,
+            double_quant: args.double_quant,
+        }),
+        None => None,
+    };
     let opts = BenchOptions {
         model: args.model.clone(),
         methods: args
@@ -81,6 +100,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         device,
         cpu,
         seed: args.seed,
+        quant,
     };
     let rows = bench::run(&opts)?;
     print!("{}", bench::table(&rows));

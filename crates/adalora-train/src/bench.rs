@@ -9,10 +9,17 @@
 //! exactly `batch × seq` real tokens), the checkpoint's dropout on, AdamW, global clipping at
 //! 1.0, LoRA r 8 / AdaLoRA 12→8 on all six matrices of every layer, AdaLoRA inside its budget
 //! phase (tinit 0, so the allocator scores every step and masks every ΔT).
+//!
+//! With a quantization (`--quantize nf4 --double-quant`), each method is measured twice, on
+//! the f32 base and on the quantized base (rows labelled `q<method>`: `qlora`, `qadalora`),
+//! with the same adapters and batches, followed by the ratios the QLoRA targets are stated in:
+//! `step_ratio` (quantized step / f32 step, medians) and `base_ratio` (the frozen base's
+//! resident bytes / its f32 bytes, also reported as `base_bytes`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use adalora_core::QuantConfig;
 use adalora_data::batch::{Batch, BatchConfig, Batcher};
 use adalora_data::{load_movie_reviews, Dataset};
 use adalora_model::SequenceClassifier;
@@ -75,24 +82,29 @@ pub struct BenchOptions {
     /// CPU backend (ignored for CUDA).
     pub cpu: CpuKernels,
     pub seed: u64,
+    /// Also measure every method on a base quantized this way (QLoRA).
+    pub quant: Option<QuantConfig>,
 }
 
 /// Which burn CPU backend to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuKernels {
-    /// ndarray + OpenBLAS ([`crate::CpuBackend`], what `adalora train` uses).
+    /// ndarray + OpenBLAS, for comparison.
     Ndarray,
-    /// burn-flex: SIMD/rayon element-wise ops, `gemm` matrix products.
+    /// burn-flex with the patched kernels ([`crate::CpuBackend`], what `adalora train` uses).
     Flex,
 }
 
 /// One measured quantity; the CSV schema `scripts/bench/peft_bench.py` writes too.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BenchRow {
-    /// `train_step`, `allocator`, `peak_rss`, `eval`, `rss_growth`.
+    /// `train_step`, `allocator`, `peak_rss`, `eval`, `rss_growth`; with a quantized base also
+    /// `base_bytes`, `base_ratio`, `step_ratio`.
     pub workload: String,
+    /// The method's name, `q<name>` on a quantized base.
     pub method: String,
-    /// `eval`: `base`, `unmerged`, `merged`; `rss_growth`: `step<N>`; else empty.
+    /// `eval`: `base`, `unmerged`, `merged`; `rss_growth`: `step<N>`; `base_bytes`: `f32`,
+    /// `quantized`; `base_ratio`, `step_ratio`: `vs_f32`; else empty.
     pub variant: String,
     pub batch: usize,
     pub seq: usize,
@@ -104,10 +116,10 @@ pub struct BenchRow {
 }
 
 impl BenchRow {
-    fn new(workload: &str, method: Method, variant: &str, shape: Shape, unit: &str) -> Self {
+    fn new(workload: &str, method: &str, variant: &str, shape: Shape, unit: &str) -> Self {
         BenchRow {
             workload: workload.into(),
-            method: method.name().into(),
+            method: method.into(),
             variant: variant.into(),
             batch: shape.batch,
             seq: shape.seq,
@@ -141,10 +153,11 @@ impl BenchRow {
 pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
     match opts.device {
         DeviceKind::Cpu => match opts.cpu {
-            CpuKernels::Ndarray => run_on::<crate::CpuTrain>(opts, &Default::default()),
-            CpuKernels::Flex => {
-                run_on::<burn::backend::Autodiff<burn_flex::Flex>>(opts, &Default::default())
-            }
+            CpuKernels::Ndarray => run_on::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
+                opts,
+                &Default::default(),
+            ),
+            CpuKernels::Flex => run_on::<crate::CpuTrain>(opts, &Default::default()),
         },
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
@@ -173,6 +186,42 @@ fn bench_config(method: Method, opts: &BenchOptions) -> RunConfig {
     cfg
 }
 
+/// The same workload on a quantized base; refused (by the config's own check) for methods
+/// that train the base.
+fn quantized_twin(cfg: &RunConfig, quant: QuantConfig) -> anyhow::Result<RunConfig> {
+    let twin = RunConfig {
+        quantize: Some(quant.kind),
+        quant_block_size: quant.block_size,
+        double_quant: quant.double_quant,
+        ..cfg.clone()
+    };
+    twin.validate()
+        .with_context(|| format!("bench --quantize with method {}", cfg.method.name()))?;
+    Ok(twin)
+}
+
+/// How a workload is labelled in the rows: `lora`, or `qlora` on a quantized base.
+fn method_label(cfg: &RunConfig) -> String {
+    match cfg.quantize {
+        Some(_) => format!("q{}", cfg.method.name()),
+        None => cfg.method.name().to_string(),
+    }
+}
+
+/// `step_ratio`: the quantized workload's median step over the f32 one's.
+fn step_ratio(f32_rows: &[BenchRow], quantized_rows: &[BenchRow]) -> Option<BenchRow> {
+    let step = |rows: &[BenchRow]| rows.iter().find(|r| r.workload == "train_step").cloned();
+    let (base, quantized) = (step(f32_rows)?, step(quantized_rows)?);
+    let ratio = quantized.median / base.median;
+    let row = BenchRow {
+        workload: "step_ratio".into(),
+        variant: "vs_f32".into(),
+        unit: "x".into(),
+        ..quantized
+    };
+    Some(row.with_samples(&[ratio]))
+}
+
 pub fn run_on<B: AutodiffBackend>(
     opts: &BenchOptions,
     device: &B::Device,
@@ -191,12 +240,21 @@ pub fn run_on<B: AutodiffBackend>(
     let mut rows = Vec::new();
     for &method in &opts.methods {
         let cfg = bench_config(method, opts);
+        let twin = opts.quant.map(|q| quantized_twin(&cfg, q)).transpose()?;
         for (i, &shape) in opts.shapes.iter().enumerate() {
             let batches = full_length_batches(&model_dir, &reviews, shape, opts.seed)?;
             let growth = opts.rss_growth.filter(|_| i == 0);
-            rows.extend(bench_training::<B>(
-                &cfg, &model_dir, &batches, shape, opts, growth, device,
-            )?);
+            let bench = |cfg: &RunConfig| {
+                bench_training::<B>(cfg, &model_dir, &batches, shape, opts, growth, device)
+            };
+            let f32_rows = bench(&cfg)?;
+            rows.extend(f32_rows.iter().cloned());
+            if let Some(twin) = &twin {
+                let quantized_rows = bench(twin)?;
+                let ratio = step_ratio(&f32_rows, &quantized_rows);
+                rows.extend(quantized_rows);
+                rows.extend(ratio);
+            }
         }
     }
     Ok(rows)
@@ -251,10 +309,11 @@ fn bench_training<B: AutodiffBackend>(
     growth: Option<(usize, usize)>,
     device: &B::Device,
 ) -> anyhow::Result<Vec<BenchRow>> {
-    let method = cfg.method;
-    eprintln!("bench: {} at {shape}", method.name());
+    let method = method_label(cfg);
+    let method = method.as_str();
+    eprintln!("bench: {method} at {shape}");
     reset_peak_rss();
-    let (mut model, _, _) = build_model::<B>(cfg, model_dir, 2, BUDGET_PHASE_STEPS, device)?;
+    let (mut model, _, quant) = build_model::<B>(cfg, model_dir, 2, BUDGET_PHASE_STEPS, device)?;
     let mut optim = make_optimizer::<B>(cfg, &model, BUDGET_PHASE_STEPS, device)?;
     let lr = cfg.lr();
     let mut steps = Vec::new();
@@ -294,6 +353,17 @@ fn bench_training<B: AutodiffBackend>(
     if let Some(mb) = peak {
         rows.push(BenchRow::new("peak_rss", method, "", shape, "MB").with_samples(&[mb]));
     }
+    if let Some(q) = quant {
+        let bytes = |variant, n: usize| {
+            BenchRow::new("base_bytes", method, variant, shape, "bytes").with_samples(&[n as f64])
+        };
+        rows.push(bytes("f32", q.base_weight_f32_bytes));
+        rows.push(bytes("quantized", q.base_weight_bytes));
+        rows.push(
+            BenchRow::new("base_ratio", method, "vs_f32", shape, "x")
+                .with_samples(&[q.memory_ratio]),
+        );
+    }
     for (step, mb) in rss_at {
         if let Some(mb) = mb {
             let variant = format!("step{step}");
@@ -304,7 +374,7 @@ fn bench_training<B: AutodiffBackend>(
     }
     if opts.eval {
         rows.extend(bench_eval::<B>(
-            method, model, batches, shape, opts, device,
+            cfg.method, method, model, batches, shape, opts, device,
         )?);
     }
     Ok(rows)
@@ -314,6 +384,7 @@ fn bench_training<B: AutodiffBackend>(
 /// `unmerged` and `merged` for LoRA / AdaLoRA.
 fn bench_eval<B: AutodiffBackend>(
     method: Method,
+    label: &str,
     model: Model<B>,
     batches: &[Batch],
     shape: Shape,
@@ -345,7 +416,7 @@ fn bench_eval<B: AutodiffBackend>(
                 rates.push(batch.batch_size as f64 / elapsed);
             }
         }
-        rows.push(BenchRow::new("eval", method, variant, shape, "examples/s").with_samples(&rates));
+        rows.push(BenchRow::new("eval", label, variant, shape, "examples/s").with_samples(&rates));
     }
     Ok(rows)
 }
@@ -422,14 +493,64 @@ mod tests {
 
     #[test]
     fn median_min_max() {
-        let r = BenchRow::new(
-            "train_step",
-            Method::Lora,
-            "",
-            Shape { batch: 1, seq: 1 },
-            "s",
-        )
-        .with_samples(&[3.0, 1.0, 2.0, 10.0]);
+        let r = BenchRow::new("train_step", "lora", "", Shape { batch: 1, seq: 1 }, "s")
+            .with_samples(&[3.0, 1.0, 2.0, 10.0]);
         assert_eq!((r.median, r.min, r.max, r.n), (2.5, 1.0, 10.0, 4));
+    }
+
+    #[test]
+    fn quantized_twin_is_the_same_workload_on_a_quantized_base() {
+        let lora = RunConfig {
+            method: Method::Lora,
+            ..RunConfig::default()
+        };
+        let twin = quantized_twin(&lora, QuantConfig::qlora()).unwrap();
+        assert_eq!(twin.quant_config(), Some(QuantConfig::qlora()));
+        // Everything else (method, ranks, modules, schedule, seed) is the f32 workload's.
+        let unquantized = RunConfig {
+            quantize: None,
+            double_quant: lora.double_quant,
+            ..twin.clone()
+        };
+        assert_eq!(unquantized, lora);
+        assert_eq!(
+            (method_label(&lora), method_label(&twin)),
+            ("lora".into(), "qlora".into())
+        );
+        let full = RunConfig {
+            method: Method::Full,
+            ..RunConfig::default()
+        };
+        let err = format!(
+            "{:#}",
+            quantized_twin(&full, QuantConfig::qlora()).unwrap_err()
+        );
+        assert!(
+            err.contains("method full") && err.contains("a quantized base is frozen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn step_ratio_divides_the_quantized_median_by_the_f32_one() {
+        let shape = Shape { batch: 2, seq: 8 };
+        let step = |method, samples: &[f64]| {
+            vec![BenchRow::new("train_step", method, "", shape, "s").with_samples(samples)]
+        };
+        let ratio = step_ratio(
+            &step("lora", &[2.0, 4.0, 3.0]),
+            &step("qlora", &[3.3, 3.6, 9.0]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                ratio.workload.as_str(),
+                ratio.method.as_str(),
+                ratio.variant.as_str(),
+                ratio.unit.as_str()
+            ),
+            ("step_ratio", "qlora", "vs_f32", "x")
+        );
+        assert!((ratio.median - 1.2).abs() < 1e-12, "{}", ratio.median);
     }
 }

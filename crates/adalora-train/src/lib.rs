@@ -24,15 +24,15 @@ pub mod peft;
 pub mod task;
 pub mod trainer;
 
-pub use adalora_core::BudgetSchedule;
-pub use adalora_core::Method;
+pub use adalora_core::{BudgetSchedule, Method, QuantConfig, QuantType};
 pub use adalora_model::resolve_model_dir;
 pub use config::RunConfig;
 
 /// The CPU backend every command trains on (and its inference half for eval/merge/predict):
-/// ndarray with OpenBLAS. burn-flex measured faster in `adalora bench --backend flex` (LoRA
-/// 32×128 steps 17–18 s vs 24–26 s, alternating, loaded 2-core machine); switching this alias
-/// to `burn_flex::Flex` waits for the end-to-end suite (resume bit-identity) to pass on it.
-pub type CpuBackend = burn::backend::NdArray<f32>;
+/// burn-flex (pure Rust: the `gemm` crate's AVX-512/AVX2 kernels, rayon), with the project's
+/// patched element-wise kernels (`vendor/burn-flex`, see vendor/README.md). ndarray + OpenBLAS
+/// stays available to `adalora bench --backend ndarray` and as the reference the kernel tests
+/// compare against.
+pub type CpuBackend = burn_flex::Flex;
 pub type CpuTrain = burn::backend::Autodiff<CpuBackend>;
 pub use trainer::{train, Summary, TrainOptions};

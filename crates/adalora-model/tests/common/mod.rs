@@ -10,8 +10,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-pub type Cpu = burn::backend::NdArray;
-pub type Ad = burn::backend::Autodiff<burn::backend::NdArray>;
+/// The parity tests run on the backend `adalora train` uses: burn-flex with the project's
+/// patched kernels (vendor/burn-flex).
+pub type Cpu = burn_flex::Flex;
+pub type Ad = burn::backend::Autodiff<Cpu>;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
