@@ -136,19 +136,7 @@ fn adalora_ends_at_exactly_the_target_total_rank() {
     // The PEFT-layout adapter holds exactly the kept triplets.
     let config = json(&run.join("adapter/adapter_config.json"));
     assert_eq!(config["peft_type"], "ADALORA");
-    let kept: usize = config["rank_pattern"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|m| {
-            m.as_array()
-                .unwrap()
-                .iter()
-                .filter(|b| b.as_bool().unwrap())
-                .count()
-        })
-        .sum();
-    assert_eq!(kept, 24);
+    assert_eq!(kept_ranks(&config), 24);
     let bytes = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let stored: usize = st

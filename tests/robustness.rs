@@ -374,18 +374,7 @@ fn the_best_checkpoint_reproduces_its_metrics_and_dev_loss_includes_the_orth_ter
         .as_u64()
         .unwrap();
     let config = json(&out.join("best/adapter_config.json"));
-    let active: usize = config["rank_pattern"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|m| {
-            m.as_array()
-                .unwrap()
-                .iter()
-                .filter(|b| b.as_bool().unwrap())
-                .count()
-        })
-        .sum();
+    let active = kept_ranks(&config);
     assert!(
         active as u64 > budget,
         "no masked λ moved ({active} active, budget {budget})"
@@ -544,34 +533,20 @@ fn lora_trains_with_the_per_module_ranks_of_a_rank_pattern_file() {
         )
         .unwrap();
     };
-    let model = tiny_model();
     let lora = |out: &Path| {
-        run(&[
-            "train",
-            "--out",
-            out.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--task",
-            "default",
-            "--max-train-examples",
-            "32",
-            "--max-eval-examples",
-            "16",
-            "--batch-size",
-            "8",
-            "--max-seq-len",
-            "32",
-            "--max-steps",
-            "3",
-            "--quiet",
-            "--method",
-            "lora",
-            "--target-modules",
-            "query,value",
-            "--rank-pattern",
-            pattern.to_str().unwrap(),
-        ])
+        train(
+            out,
+            &[
+                "--method",
+                "lora",
+                "--target-modules",
+                "query,value",
+                "--max-steps",
+                "3",
+                "--rank-pattern",
+                pattern.to_str().unwrap(),
+            ],
+        )
     };
     let as_json: Vec<(&str, serde_json::Value)> = ranks
         .iter()

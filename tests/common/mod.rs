@@ -152,3 +152,19 @@ pub fn train_steps(run: &Path) -> Vec<usize> {
         .map(|l| l.split(',').next().unwrap().parse().unwrap())
         .collect()
 }
+
+/// Ranks an AdaLoRA `adapter_config.json` keeps: the true entries of its `rank_pattern` masks.
+pub fn kept_ranks(adapter_config: &serde_json::Value) -> usize {
+    adapter_config["rank_pattern"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| {
+            m.as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b.as_bool().unwrap())
+                .count()
+        })
+        .sum()
+}
