@@ -334,7 +334,7 @@ fn metric_vs_budget(study: &Study, task: &str, out: &Path) -> anyhow::Result<Vec
         lines
             .entry(name)
             .or_default()
-            .push((rank, 100.0 * c.mean, 100.0 * c.std));
+            .push((rank, 100.0 * c.mean, 100.0 * c.error_bar()));
     }
     if lines.values().all(|v| v.len() < 2) {
         return Ok(Vec::new());
@@ -378,7 +378,11 @@ fn equal_budget_bars(study: &Study, tasks: &[String], out: &Path) -> anyhow::Res
             }
             let vals = tasks
                 .iter()
-                .map(|t| study.cell(g, t).map(|c| (100.0 * c.mean, 100.0 * c.std)))
+                .map(|t| {
+                    study
+                        .cell(g, t)
+                        .map(|c| (100.0 * c.mean, 100.0 * c.error_bar()))
+                })
                 .collect();
             series.push((g.clone(), vals));
         }

@@ -184,10 +184,35 @@ pub struct RunSummary {
     pub task: String,
     pub main_metric: String,
     pub final_metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Metrics of the evaluation with the best main metric on the first dev split (absent in
+    /// summaries written before the trainer kept them).
+    #[serde(default)]
+    pub best_metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub best_step: Option<usize>,
     pub trainable_params: usize,
     pub final_total_rank: Option<usize>,
     pub train_seconds: f64,
     pub train_examples_per_second: f64,
+}
+
+/// Which dev evaluation of a run a report reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricAt {
+    /// The best evaluation of the run on its first dev split (what the paper's tables report).
+    #[default]
+    Best,
+    /// The evaluation at the end of training.
+    Final,
+}
+
+impl MetricAt {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricAt::Best => "best",
+            MetricAt::Final => "final",
+        }
+    }
 }
 
 /// Everything a report needs about one finished run.
@@ -218,12 +243,13 @@ impl RunRecord {
         })
     }
 
-    /// The main metric on the first dev split, at the end of training.
-    pub fn main_value(&self) -> Option<f64> {
-        self.summary
-            .final_metrics
-            .values()
-            .next()
+    /// The main metric on the first dev split, at its best evaluation or at the end of training.
+    pub fn main_value(&self, at: MetricAt) -> Option<f64> {
+        let metrics = match at {
+            MetricAt::Best => Some(&self.summary.best_metrics),
+            MetricAt::Final => self.summary.final_metrics.values().next(),
+        };
+        metrics
             .and_then(|m| m.get(&self.summary.main_metric))
             .copied()
     }

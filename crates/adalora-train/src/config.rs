@@ -28,6 +28,9 @@ pub struct LoraSection {
     /// configuration is loaded, so the run's config.toml holds the ranks themselves).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rank_pattern_file: Option<PathBuf>,
+    /// The file `rank_pattern` was read from, for errors found once the model is known.
+    #[serde(skip)]
+    pub rank_pattern_source: Option<PathBuf>,
 }
 
 impl Default for LoraSection {
@@ -40,6 +43,7 @@ impl Default for LoraSection {
             use_rslora: core.use_rslora,
             rank_pattern: BTreeMap::new(),
             rank_pattern_file: None,
+            rank_pattern_source: None,
         }
     }
 }
@@ -228,6 +232,7 @@ impl RunConfig {
         if let Some(file) = cfg.lora.rank_pattern_file.take() {
             cfg.lora.rank_pattern = read_rank_pattern(&file)
                 .with_context(|| format!("lora.rank_pattern_file ({origin})"))?;
+            cfg.lora.rank_pattern_source = Some(file);
         }
         cfg.validate().with_context(|| format!("in {origin}"))?;
         Ok(cfg)

@@ -223,7 +223,11 @@ pub fn build_model<B: AutodiffBackend>(
         &cfg.target,
         &cfg.lora.rank_pattern,
         device,
-    )?;
+    )
+    .with_context(|| match &cfg.lora.rank_pattern_source {
+        Some(file) => format!("applying the rank pattern of {}", file.display()),
+        None => "applying the method".into(),
+    })?;
     Ok((renumber_params(model), report, quant))
 }
 
