@@ -576,7 +576,7 @@ mod tests {
 
     /// A finished run of `task` whose dev accuracy was `best` at its best evaluation and
     /// `last` at the end; total rank 4 over two matrices (LoRA r=2 or AdaLoRA 12→8).
-    fn entry(method: MethodKind, seed: u64, best: f64, last: f64) -> Entry {
+    fn entry(method: Method, seed: u64, best: f64, last: f64) -> Entry {
         let mut config = RunConfig {
             method,
             seed,
@@ -597,7 +597,7 @@ mod tests {
             train_seconds: 1.0,
             train_examples_per_second: 1.0,
         };
-        let pattern = (method == MethodKind::Adalora).then(|| RankPattern {
+        let pattern = (method == Method::AdaLora).then(|| RankPattern {
             step: 20,
             budget: 4,
             total_rank: 4,
@@ -646,8 +646,8 @@ mod tests {
     #[test]
     fn one_seed_has_no_spread_in_the_table_the_pairs_or_the_csv() {
         let s = study(vec![
-            entry(MethodKind::Lora, 1, 0.70, 0.70),
-            entry(MethodKind::Adalora, 1, 0.75, 0.75),
+            entry(Method::Lora, 1, 0.70, 0.70),
+            entry(Method::AdaLora, 1, 0.75, 0.75),
         ]);
         let md = markdown(&s);
         assert!(
@@ -676,8 +676,8 @@ mod tests {
     #[test]
     fn two_seeds_show_their_spread() {
         let s = study(vec![
-            entry(MethodKind::Lora, 1, 0.70, 0.70),
-            entry(MethodKind::Lora, 2, 0.72, 0.72),
+            entry(Method::Lora, 1, 0.70, 0.70),
+            entry(Method::Lora, 2, 0.72, 0.72),
         ]);
         let md = markdown(&s);
         assert!(
@@ -688,7 +688,7 @@ mod tests {
 
     #[test]
     fn cells_use_the_best_evaluation_unless_final_is_asked_for() {
-        let runs = || vec![entry(MethodKind::Lora, 1, 0.80, 0.60)];
+        let runs = || vec![entry(Method::Lora, 1, 0.80, 0.60)];
         let best = markdown(&study(runs()));
         assert!(
             line_of(&best, "| LoRA r=2 |").contains("80.00 (n=1)"),
