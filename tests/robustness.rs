@@ -5,7 +5,7 @@
 //! NaN stops with the step and resumes; the best checkpoint reproduces its metrics; a run
 //! whose model moved says what to pass.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

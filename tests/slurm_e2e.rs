@@ -6,7 +6,7 @@
 //! whole sweep takes well under a minute on two cores.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

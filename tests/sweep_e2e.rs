@@ -3,8 +3,7 @@
 //! its children mid-way, resume, and check that no run is lost or repeated; failed runs are
 //! recorded and `--retry-failed` reruns only them; the report and figures are written.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SWEEP: &str = r#"
