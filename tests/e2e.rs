@@ -6,39 +6,10 @@
 //! losing what was written.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn adalora(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adalora"))
-        .args(args)
-        .env("OPENBLAS_NUM_THREADS", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("run adalora")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "adalora failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn fails_with(out: Output, needle: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "expected failure mentioning {needle:?}"
-    );
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}:\n{err}"
-    );
-    err
-}
+mod common;
+use common::*;
 
 /// A small, fast run: 96 training and 48 dev examples of the default task, short sequences.
 const SMALL: &[&str] = &[
@@ -61,7 +32,7 @@ fn train(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train", "--out", out.to_str().unwrap()];
     args.extend_from_slice(SMALL);
     args.extend_from_slice(extra);
-    adalora(&args)
+    common::run(&args)
 }
 
 const ADALORA: &[&str] = &[
@@ -85,14 +56,6 @@ const ADALORA: &[&str] = &[
     "6",
 ];
 
-fn read_csv(path: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect()
-}
-
 fn logits(path: &Path) -> Vec<Vec<f64>> {
     read_csv(path)[1..]
         .iter()
@@ -106,14 +69,6 @@ fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
         .flatten()
         .zip(b.iter().flatten())
         .fold(0.0, |m, (x, y)| f64::max(m, (x - y).abs()))
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
 }
 
 #[test]
@@ -181,19 +136,7 @@ fn adalora_ends_at_exactly_the_target_total_rank() {
     // The PEFT-layout adapter holds exactly the kept triplets.
     let config = json(&run.join("adapter/adapter_config.json"));
     assert_eq!(config["peft_type"], "ADALORA");
-    let kept: usize = config["rank_pattern"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|m| {
-            m.as_array()
-                .unwrap()
-                .iter()
-                .filter(|b| b.as_bool().unwrap())
-                .count()
-        })
-        .sum();
-    assert_eq!(kept, 24);
+    assert_eq!(kept_ranks(&config), 24);
     let bytes = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let stored: usize = st
@@ -210,7 +153,7 @@ fn adalora_ends_at_exactly_the_target_total_rank() {
     assert_eq!(rows.last().unwrap()[b], "24");
     // The per-layer rank heatmap (paper Fig. 3) is drawn from rank_pattern.json.
     let png = run.join("ranks.png");
-    ok(adalora(&[
+    ok(common::run(&[
         "plot-ranks",
         "--run",
         run.to_str().unwrap(),
@@ -244,7 +187,7 @@ fn qlora_and_qadalora_train_on_a_quantized_base_and_merge_to_full_precision() {
     let run_s = run.to_str().unwrap();
     let reloaded = dir.path().join("reloaded.csv");
     let out = reloaded.to_str().unwrap();
-    ok(adalora(&["predict", "--run", run_s, "--output", out]));
+    ok(common::run(&["predict", "--run", run_s, "--output", out]));
     let live = logits(&run.join("predictions_dev.csv"));
     let diff = max_diff(&live, &logits(&reloaded));
     assert!(
@@ -253,7 +196,7 @@ fn qlora_and_qadalora_train_on_a_quantized_base_and_merge_to_full_precision() {
     );
     // merge dequantizes: an f32 HF model predicting like the quantized base + adapter.
     let merged = dir.path().join("merged");
-    ok(adalora(&[
+    ok(common::run(&[
         "merge",
         "--run",
         run_s,
@@ -278,11 +221,11 @@ fn qlora_and_qadalora_train_on_a_quantized_base_and_merge_to_full_precision() {
         quantized_preds.to_str().unwrap(),
         merged_preds.to_str().unwrap(),
     );
-    ok(adalora(&[
+    ok(common::run(&[
         "predict", "--run", run_s, "--input", inp, "--output", q_out,
     ]));
     let merged_s = merged.to_str().unwrap();
-    ok(adalora(&[
+    ok(common::run(&[
         "predict",
         "--adapter",
         merged_s,
@@ -320,7 +263,7 @@ fn resume_equals_an_uninterrupted_run() {
     );
     let refused = train(&parts, ADALORA);
     fails_with(refused, "unfinished run");
-    ok(adalora(&[
+    ok(common::run(&[
         "train",
         "--out",
         parts.to_str().unwrap(),
@@ -362,7 +305,7 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
     ok(train(&run, &[ADALORA, &["--lr", "5e-2"]].concat()));
     let run_s = run.to_str().unwrap();
     let reloaded = dir.path().join("reloaded.csv");
-    ok(adalora(&[
+    ok(common::run(&[
         "predict",
         "--run",
         run_s,
@@ -377,7 +320,7 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
     );
 
     let merged = dir.path().join("merged");
-    ok(adalora(&[
+    ok(common::run(&[
         "merge",
         "--run",
         run_s,
@@ -397,7 +340,7 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
     .unwrap();
     let (adapter_preds, merged_preds) = (dir.path().join("a.csv"), dir.path().join("m.csv"));
     let inp = input.to_str().unwrap();
-    ok(adalora(&[
+    ok(common::run(&[
         "predict",
         "--run",
         run_s,
@@ -406,7 +349,7 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
         "--output",
         adapter_preds.to_str().unwrap(),
     ]));
-    ok(adalora(&[
+    ok(common::run(&[
         "predict",
         "--adapter",
         merged.to_str().unwrap(),
@@ -433,7 +376,7 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
         &dropped.join("adapter_model.safetensors"),
     );
     let dropped_preds = dir.path().join("d.csv");
-    ok(adalora(&[
+    ok(common::run(&[
         "predict",
         "--adapter",
         dropped.to_str().unwrap(),
@@ -452,7 +395,7 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
     // The merged model was evaluated on the whole dev split; compare the run's subset rows.
     let eval = json(&run.join("summary.json"));
     assert!(eval["final_metrics"]["dev"]["accuracy"].as_f64().is_some());
-    let reeval = ok(adalora(&["eval", "--run", run_s]));
+    let reeval = ok(common::run(&["eval", "--run", run_s]));
     let report: serde_json::Value = serde_json::from_slice(&reeval.stdout).unwrap();
     assert_eq!(
         report["splits"]["dev"]["accuracy"],
@@ -466,19 +409,19 @@ fn bad_input_fails_clearly() {
     let run = dir.path().join("r");
     let r = run.to_str().unwrap();
     fails_with(
-        adalora(&["train", "--out", r, "--task", "nope", "--quiet"]),
+        common::run(&["train", "--out", r, "--task", "nope", "--quiet"]),
         "unknown task \"nope\"",
     );
     fails_with(
-        adalora(&["train", "--out", r, "--method", "prefix", "--quiet"]),
+        common::run(&["train", "--out", r, "--method", "prefix", "--quiet"]),
         "unknown method",
     );
     fails_with(
-        adalora(&["train", "--out", r, "--quantize", "nf3", "--quiet"]),
+        common::run(&["train", "--out", r, "--quantize", "nf3", "--quiet"]),
         "nf3",
     );
     fails_with(
-        adalora(&[
+        common::run(&[
             "train",
             "--out",
             r,
@@ -501,11 +444,11 @@ fn bad_input_fails_clearly() {
         "256",
     ]);
     fails_with(
-        adalora(&args),
+        common::run(&args),
         "quant_block_size = 256: it does not divide the rows of encoder.layer.0.attention.self.query.weight",
     );
     fails_with(
-        adalora(&[
+        common::run(&[
             "train",
             "--out",
             r,
@@ -516,7 +459,7 @@ fn bad_input_fails_clearly() {
         "unknown module \"mlp\"",
     );
     fails_with(
-        adalora(&[
+        common::run(&[
             "train",
             "--out",
             r,
@@ -529,7 +472,7 @@ fn bad_input_fails_clearly() {
         "target_r = 8",
     );
     fails_with(
-        adalora(&["train", "--out", r, "--set", "train.lrr=1", "--quiet"]),
+        common::run(&["train", "--out", r, "--set", "train.lrr=1", "--quiet"]),
         "unknown field `lrr`",
     );
     // NaN/Inf loss stops with the step number; the last checkpoint is kept.
@@ -607,7 +550,7 @@ fn bad_input_fails_clearly() {
         .collect();
     std::fs::write(&cfg_path, cfg).unwrap();
     fails_with(
-        adalora(&[
+        common::run(&[
             "train",
             "--out",
             stopped.to_str().unwrap(),
@@ -667,7 +610,7 @@ fn encode_writes_normalized_sentence_embeddings() {
     )
     .unwrap();
     let out = dir.path().join("emb.csv");
-    ok(adalora(&[
+    ok(common::run(&[
         "encode",
         "--input",
         input.to_str().unwrap(),
@@ -692,7 +635,7 @@ fn encode_writes_normalized_sentence_embeddings() {
             .sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "L2-normalised: {norm}");
     }
-    let bad = adalora(&[
+    let bad = common::run(&[
         "encode",
         "--input",
         input.to_str().unwrap(),
@@ -762,7 +705,7 @@ fn roberta_and_deberta_train_reload_and_merge() {
         );
 
         let reloaded = dir.path().join("reloaded.csv");
-        ok(adalora(&[
+        ok(common::run(&[
             "predict",
             "--run",
             run_s,
@@ -774,7 +717,7 @@ fn roberta_and_deberta_train_reload_and_merge() {
         assert!(diff <= 1e-6, "{name}: reloaded adapter differs by {diff}");
 
         let merged = dir.path().join("merged");
-        ok(adalora(&[
+        ok(common::run(&[
             "merge",
             "--run",
             run_s,

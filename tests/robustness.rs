@@ -5,80 +5,12 @@
 //! NaN stops with the step and resumes; the best checkpoint reproduces its metrics; a run
 //! whose model moved says what to pass.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The tiny fixture without its 3-label head (the default task has 2 labels), built once.
-fn tiny_model() -> PathBuf {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let fixture = root().join("fixtures/model/tiny-bert");
-        for f in ["config.json", "tokenizer.json"] {
-            std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
-        }
-        let bytes = std::fs::read(fixture.join("model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let encoder: Vec<_> = st
-            .tensors()
-            .into_iter()
-            .filter(|(name, _)| !name.starts_with("classifier."))
-            .collect();
-        safetensors::serialize_to_file(encoder, None, &dir.path().join("model.safetensors"))
-            .unwrap();
-        dir
-    });
-    dir.path().to_path_buf()
-}
-
-fn adalora() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_adalora"));
-    c.env("OPENBLAS_NUM_THREADS", "1");
-    if std::env::var_os("ADALORA_CACHE").is_none() {
-        // The default task's data, also for runs started outside the repository.
-        c.env(
-            "ADALORA_CACHE",
-            std::path::absolute(root().join(".cache")).unwrap(),
-        );
-    }
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    adalora().args(args).output().expect("run adalora")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "adalora failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn fails_with(out: Output, needle: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "expected a failure mentioning {needle:?}"
-    );
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}:\n{err}"
-    );
-    assert!(
-        !err.contains("panicked"),
-        "a panic is not an error message:\n{err}"
-    );
-    err
-}
+mod common;
+use common::*;
 
 /// AdaLoRA on 64 examples of the default task with the tiny model; a checkpoint at every
 /// evaluation.
@@ -162,14 +94,6 @@ const SCHEDULE: &[&str] = &[
     "--delta-t",
     "3",
 ];
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&read(path)).unwrap()
-}
 
 /// The outputs that must not depend on how often the run was interrupted.
 fn assert_same_run(a: &Path, b: &Path) {
@@ -450,18 +374,7 @@ fn the_best_checkpoint_reproduces_its_metrics_and_dev_loss_includes_the_orth_ter
         .as_u64()
         .unwrap();
     let config = json(&out.join("best/adapter_config.json"));
-    let active: usize = config["rank_pattern"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|m| {
-            m.as_array()
-                .unwrap()
-                .iter()
-                .filter(|b| b.as_bool().unwrap())
-                .count()
-        })
-        .sum();
+    let active = kept_ranks(&config);
     assert!(
         active as u64 > budget,
         "no masked λ moved ({active} active, budget {budget})"
@@ -594,4 +507,84 @@ fn settings_out_of_range_are_refused_by_name() {
         );
     }
     assert!(!out.join("checkpoint").exists());
+}
+
+/// `train --method lora --rank-pattern FILE` on the tiny model: every targeted matrix gets the
+/// rank the file gives it (0 = not adapted), and a malformed file or one made for another
+/// model is refused naming the file.
+#[test]
+fn lora_trains_with_the_per_module_ranks_of_a_rank_pattern_file() {
+    let tmp = tmp();
+    let pattern = tmp.path().join("rank_pattern.json");
+    let ranks = [
+        ("encoder.layer.0.attention.self.query", 3),
+        ("encoder.layer.0.attention.self.value", 0),
+        ("encoder.layer.1.attention.self.query", 1),
+        ("encoder.layer.1.attention.self.value", 2),
+    ];
+    let write_pattern = |modules: &[(&str, serde_json::Value)]| {
+        let modules: Vec<_> = modules
+            .iter()
+            .map(|(path, rank)| serde_json::json!({ "path": path, "rank": rank }))
+            .collect();
+        std::fs::write(
+            &pattern,
+            serde_json::json!({ "modules": modules }).to_string(),
+        )
+        .unwrap();
+    };
+    let lora = |out: &Path| {
+        train(
+            out,
+            &[
+                "--method",
+                "lora",
+                "--target-modules",
+                "query,value",
+                "--max-steps",
+                "3",
+                "--rank-pattern",
+                pattern.to_str().unwrap(),
+            ],
+        )
+    };
+    let as_json: Vec<(&str, serde_json::Value)> = ranks
+        .iter()
+        .map(|(p, r)| (*p, serde_json::json!(r)))
+        .collect();
+    write_pattern(&as_json);
+    let out = tmp.path().join("run");
+    ok(lora(&out));
+    let bytes = std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (path, rank) in ranks {
+        let key = format!("{path}.lora_A.weight");
+        let found = st.names().into_iter().find(|n| n.ends_with(&key));
+        match found {
+            None => assert_eq!(rank, 0, "{path} has no LoRA A; names: {:?}", st.names()),
+            Some(name) => {
+                assert!(rank > 0, "{path} was adapted although its rank is 0");
+                assert_eq!(st.tensor(name).unwrap().shape()[0], rank, "{name}");
+            }
+        }
+    }
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["final_total_rank"], 6, "{summary}");
+
+    // Malformed: a rank that is not a count.
+    let mut bad = as_json.clone();
+    bad[1].1 = serde_json::json!("two");
+    write_pattern(&bad);
+    let err = fails_with(lora(&tmp.path().join("bad")), "rank_pattern.json");
+    assert!(err.contains("modules[1]"), "{err}");
+    // Mismatched: a pattern of a deeper model names a layer the tiny model lacks.
+    let mut other_model = as_json.clone();
+    other_model.push(("encoder.layer.5.attention.self.query", serde_json::json!(2)));
+    write_pattern(&other_model);
+    let err = fails_with(lora(&tmp.path().join("mismatch")), "rank_pattern.json");
+    assert!(
+        err.contains("encoder.layer.5.attention.self.query"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("mismatch/adapter").exists());
 }

@@ -6,31 +6,17 @@
 //! whole sweep takes well under a minute on two cores.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+use common::*;
+
 /// The node has two CPUs: the tests take turns so each one's timing is its own.
 static CLUSTER: Mutex<()> = Mutex::new(());
-
-fn adalora(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adalora"))
-        .args(args)
-        .output()
-        .expect("run adalora")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "adalora failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// Slurm must be up; if it is not, the test fails saying so (and how to start it).
 fn require_slurm() {
@@ -92,14 +78,6 @@ time = "10"
     path
 }
 
-fn manifest(sweep: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(sweep.join("manifest.json")).unwrap()).unwrap()
-}
-
-fn rows(sweep: &Path) -> Vec<Value> {
-    manifest(sweep)["rows"].as_array().unwrap().clone()
-}
-
 /// Poll until `done` holds, failing with the sweep's state after `limit`.
 fn wait_until(sweep: &Path, limit: Duration, what: &str, done: impl Fn() -> bool) {
     let start = Instant::now();
@@ -111,17 +89,6 @@ fn wait_until(sweep: &Path, limit: Duration, what: &str, done: impl Fn() -> bool
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// Steps of the training rows of a run's metrics.csv, in file order.
-fn train_steps(run: &Path) -> Vec<usize> {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| l.split(',').nth(2) == Some("train"))
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect()
 }
 
 fn job_id(row: &Value) -> String {
@@ -136,7 +103,7 @@ fn dry_run_prints_the_array_script_without_submitting() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_sweep(dir.path(), "dry", 4, "");
     let sweep = dir.path().join("sw");
-    let script = ok(adalora(&[
+    let script = ok_stdout(run(&[
         "sweep",
         file.to_str().unwrap(),
         "--out",
@@ -177,7 +144,7 @@ fn sweep_runs_as_a_job_array() {
     let submit = |extra: &[&str]| {
         let mut args = vec!["sweep", f, "--out", s, "--executor", "slurm"];
         args.extend_from_slice(extra);
-        adalora(&args)
+        run(&args)
     };
     let out = submit(&["--wait"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -210,7 +177,7 @@ fn sweep_runs_as_a_job_array() {
         "{}",
         first[4]
     );
-    let status = ok(adalora(&["sweep", f, "--out", s, "--status"]));
+    let status = ok_stdout(run(&["sweep", f, "--out", s, "--status"]));
     assert!(status.contains(&format!("{array}_0 COMPLETED")), "{status}");
     assert!(status.contains(&format!("{array}_4 FAILED")), "{status}");
     assert!(status.contains("4 done, 1 failed"), "{status}");
@@ -223,9 +190,9 @@ fn sweep_runs_as_a_job_array() {
 
     // Without --retry-failed nothing is left to submit; with it, only the failed row goes.
     let again = submit(&[]);
-    let text = String::from_utf8_lossy(&again.stderr).to_string() + &ok(again);
+    let text = String::from_utf8_lossy(&again.stderr).to_string() + &ok_stdout(again);
     assert!(text.contains("nothing to submit"), "{text}");
-    let script = ok(submit(&["--retry-failed", "--dry-run"]));
+    let script = ok_stdout(submit(&["--retry-failed", "--dry-run"]));
     assert!(script.contains("#SBATCH --array=4%2\n"), "{script}");
     assert!(!submit(&["--retry-failed", "--wait"]).status.success());
     let second = rows(&sweep);
@@ -244,7 +211,7 @@ fn cancelled_array_resumes_without_losing_or_repeating_runs() {
     let file = write_sweep(dir.path(), "cancel", 24, "");
     let sweep = dir.path().join("sw");
     let (f, s) = (file.to_str().unwrap(), sweep.to_str().unwrap());
-    ok(adalora(&["sweep", f, "--out", s, "--executor", "slurm"]));
+    ok_stdout(run(&["sweep", f, "--out", s, "--executor", "slurm"]));
 
     // Cancel while the first two runs are past a checkpoint, before any has finished.
     wait_until(
@@ -264,7 +231,7 @@ fn cancelled_array_resumes_without_losing_or_repeating_runs() {
                 >= 2
         },
     );
-    ok(adalora(&["sweep", f, "--out", s, "--cancel"]));
+    ok_stdout(run(&["sweep", f, "--out", s, "--cancel"]));
     let before = rows(&sweep);
     let run_of = |r: &Value| sweep.join(r["run_dir"].as_str().unwrap());
     let midway: Vec<usize> = before
@@ -291,11 +258,11 @@ fn cancelled_array_resumes_without_losing_or_repeating_runs() {
         })
         .collect();
 
-    let status = ok(adalora(&["sweep", f, "--out", s, "--status"]));
+    let status = ok_stdout(run(&["sweep", f, "--out", s, "--status"]));
     assert!(status.contains("CANCELLED"), "{status}");
 
     // Resubmit: only the unfinished rows go, and they finish from their checkpoints.
-    ok(adalora(&[
+    ok_stdout(run(&[
         "sweep",
         f,
         "--out",

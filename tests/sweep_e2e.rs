@@ -3,8 +3,7 @@
 //! its children mid-way, resume, and check that no run is lost or repeated; failed runs are
 //! recorded and `--retry-failed` reruns only them; the report and figures are written.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SWEEP: &str = r#"
@@ -33,75 +32,69 @@ method = "lora"
 task = "csv:missing.csv"
 "#;
 
-/// `adalora ARGS` in `dir` (a temporary folder, so the model cache is named explicitly).
-fn adalora(dir: &Path, args: &[&str]) -> Command {
-    let cache = std::env::var_os("ADALORA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_adalora"));
-    cmd.args(args).current_dir(dir).env("ADALORA_CACHE", cache);
-    cmd
-}
-
-fn output(mut cmd: Command) -> Output {
-    cmd.output().expect("run adalora")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn manifest(dir: &Path) -> serde_json::Value {
-    let path = dir.join("sw/manifest.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn rows(dir: &Path) -> Vec<serde_json::Value> {
-    manifest(dir)["rows"].as_array().unwrap().clone()
-}
-
-fn run_dir(dir: &Path, row: &serde_json::Value) -> PathBuf {
-    dir.join("sw").join(row["run_dir"].as_str().unwrap())
-}
-
-/// Steps of the training rows of a run's metrics.csv.
-fn train_steps(run: &Path) -> Vec<usize> {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| l.split(',').nth(2) == Some("train"))
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect()
-}
+mod common;
+use common::*;
 
 #[test]
 fn killed_sweep_resumes_without_losing_or_repeating_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    let sweep_dir = dir.join("sw");
     std::fs::write(dir.join("tiny.toml"), SWEEP).unwrap();
 
-    // Dry run: the grid with step counts and an estimate; nothing is created.
-    let out = output(adalora(
-        dir,
-        &["sweep", "tiny.toml", "--out", "sw", "--dry-run"],
-    ));
+    // Dry run: the grid with step counts and an estimate; nothing is created. Without a
+    // benchmark the estimate says so.
+    let out = run_in(dir, &["sweep", "tiny.toml", "--out", "sw", "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out));
-    let plan = String::from_utf8_lossy(&out.stdout);
+    let plan = stdout(&out);
     assert!(
-        plan.contains("5 runs") && plan.contains("estimated time"),
+        plan.contains("5 runs") && plan.contains("estimated time") && plan.contains("no benchmark"),
         "{plan}"
     );
     assert!(!dir.join("sw").exists());
+    // With a benchmark: LoRA's 8 × 32 step of 2 s × 12 steps; AdaLoRA has no row here, so its
+    // runs fall back to a labelled guess.
+    std::fs::write(
+        dir.join("bench.csv"),
+        "workload,method,variant,batch,seq,unit,median,min,max,n\n\
+         train_step,full,,8,32,s,5.0,5,5,1\n\
+         train_step,lora,,8,32,s,2.0,2,2,1\n",
+    )
+    .unwrap();
+    let args = ["sweep", "tiny.toml", "--out", "sw", "--dry-run"];
+    let plan = ok_stdout(run_in(
+        dir,
+        &[&args[..], &["--bench-csv", "bench.csv"]].concat(),
+    ));
+    let lora_row = plan
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("lora-seed1"))
+        .unwrap_or_default();
+    assert!(
+        lora_row.split_whitespace().collect::<Vec<_>>()[2..5] == ["12", "24", "[b1]"],
+        "{plan}"
+    );
+    assert!(
+        plan.contains("[b1] bench.csv line 3: train_step lora 8x32"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("[r] no benchmark row of the run's method"),
+        "{plan}"
+    );
+    fails_with(
+        run_in(
+            dir,
+            &[&args[..], &["--bench-csv", "missing-bench.csv"]].concat(),
+        ),
+        "missing-bench.csv",
+    );
 
     // Start with two parallel runs and kill -9 the sweep and its children once one run has
     // finished and another is part-way with a checkpoint.
-    let mut sweep = adalora(dir, &["sweep", "tiny.toml", "--out", "sw", "-j", "2"])
+    let mut sweep = adalora()
+        .current_dir(dir)
+        .args(["sweep", "tiny.toml", "--out", "sw", "-j", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -128,8 +121,12 @@ fn killed_sweep_resumes_without_losing_or_repeating_runs() {
         let midway: Vec<_> = rows
             .iter()
             .filter(|r| r["status"] == "running")
-            .filter(|r| run_dir(dir, r).join("checkpoint/state.json").exists())
-            .filter(|r| !run_dir(dir, r).join("summary.json").exists())
+            .filter(|r| {
+                run_dir(&sweep_dir, r)
+                    .join("checkpoint/state.json")
+                    .exists()
+            })
+            .filter(|r| !run_dir(&sweep_dir, r).join("summary.json").exists())
             .cloned()
             .collect();
         if done >= 1 && !midway.is_empty() {
@@ -147,12 +144,12 @@ fn killed_sweep_resumes_without_losing_or_repeating_runs() {
         }
     };
     std::thread::sleep(Duration::from_millis(300));
-    let before = rows(dir);
+    let before = rows(&sweep_dir);
     let finished_before: Vec<(usize, Vec<u8>)> = before
         .iter()
         .filter(|r| r["status"] == "done")
         .map(|r| {
-            let summary = std::fs::read(run_dir(dir, r).join("summary.json")).unwrap();
+            let summary = std::fs::read(run_dir(&sweep_dir, r).join("summary.json")).unwrap();
             (r["index"].as_u64().unwrap() as usize, summary)
         })
         .collect();
@@ -163,42 +160,40 @@ fn killed_sweep_resumes_without_losing_or_repeating_runs() {
         SWEEP.replace("seed = [1, 2]", "seed = [7]"),
     )
     .unwrap();
-    let out = output(adalora(dir, &["sweep", "other.toml", "--out", "sw"]));
+    let out = run_in(dir, &["sweep", "other.toml", "--out", "sw"]);
     assert!(
         !out.status.success() && text(&out).contains("different grid"),
         "{}",
         text(&out)
     );
-    assert_eq!(rows(dir), before);
+    assert_eq!(rows(&sweep_dir), before);
 
     // Resume: the finished runs are skipped, the interrupted ones continue from their
     // checkpoints, the bad run is recorded as failed and the command says so.
-    let out = output(adalora(
-        dir,
-        &["sweep", "tiny.toml", "--out", "sw", "-j", "2"],
-    ));
+    let out = run_in(dir, &["sweep", "tiny.toml", "--out", "sw", "-j", "2"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("--retry-failed"), "{}", text(&out));
-    let after = rows(dir);
+    let after = rows(&sweep_dir);
     assert_eq!(after.len(), 5);
     for r in &after[..4] {
         assert_eq!(r["status"], "done", "{r}");
         // Every logged step exactly once: nothing lost or repeated across the kill.
-        let steps = train_steps(&run_dir(dir, r));
+        let steps = train_steps(&run_dir(&sweep_dir, r));
         assert_eq!(steps, (1..=6).map(|s| 2 * s).collect::<Vec<_>>(), "{r}");
     }
     for (index, summary) in &finished_before {
         let r = &after[*index];
         assert_eq!(r["attempts"], 1, "finished run #{index} was run again");
         assert_eq!(
-            &std::fs::read(run_dir(dir, r).join("summary.json")).unwrap(),
+            &std::fs::read(run_dir(&sweep_dir, r).join("summary.json")).unwrap(),
             summary
         );
     }
     for r in &interrupted {
         let i = r["index"].as_u64().unwrap() as usize;
         assert_eq!(after[i]["attempts"], 2, "{}", after[i]);
-        let log = std::fs::read_to_string(run_dir(dir, &after[i]).join("sweep.log")).unwrap();
+        let log =
+            std::fs::read_to_string(run_dir(&sweep_dir, &after[i]).join("sweep.log")).unwrap();
         assert!(
             log.contains("resuming"),
             "run #{i} restarted instead of resuming:\n{log}"
@@ -243,12 +238,12 @@ fn killed_sweep_resumes_without_losing_or_repeating_runs() {
     }
 
     // --retry-failed reruns only the failed run.
-    let out = output(adalora(
+    let out = run_in(
         dir,
         &["sweep", "tiny.toml", "--out", "sw", "--retry-failed"],
-    ));
+    );
     assert!(!out.status.success(), "{}", text(&out));
-    let retried = rows(dir);
+    let retried = rows(&sweep_dir);
     assert_eq!(retried[4]["attempts"], 2);
     for (a, b) in retried[..4].iter().zip(&after[..4]) {
         assert_eq!(a["attempts"], b["attempts"]);

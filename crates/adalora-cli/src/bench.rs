@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use adalora_train::bench::{self, BenchOptions, CpuKernels, Shape};
 use adalora_train::config::DeviceKind;
-use adalora_train::{MethodKind, QuantConfig, QuantType};
+use adalora_train::{Method, QuantConfig, QuantType};
 use anyhow::bail;
 use clap::Args;
 
@@ -90,7 +90,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         methods: args
             .methods
             .iter()
-            .map(|m| MethodKind::parse(m))
+            .map(|m| Method::parse(m).map_err(anyhow::Error::from))
             .collect::<anyhow::Result<_>>()?,
         shapes: args.shapes.clone(),
         warmup: args.warmup,

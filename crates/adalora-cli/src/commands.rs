@@ -121,7 +121,7 @@ impl TrainArgs {
         let method = self
             .method
             .as_deref()
-            .map(adalora_train::MethodKind::parse)
+            .map(adalora_train::Method::parse)
             .transpose()?;
         let q = |s: &str| format!("{s:?}");
         let mut o = Vec::new();
@@ -230,7 +230,7 @@ fn run_config(args: &TrainArgs) -> anyhow::Result<RunConfig> {
         return Ok(without_alpha);
     }
     let alpha_key = match without_alpha.method {
-        adalora_train::MethodKind::Lora => "lora.alpha",
+        adalora_train::Method::Lora => "lora.alpha",
         _ => "adalora.alpha",
     };
     RunConfig::load(args.config.as_deref(), &args.overrides(Some(alpha_key))?)

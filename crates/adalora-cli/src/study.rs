@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use adalora_study::figures::{self, Kind};
 use adalora_study::report::{self, Study};
+use adalora_study::runs::MetricAt;
 use adalora_study::slurm::SlurmOptions;
 use adalora_study::sweep::ExecutorKind;
 use adalora_study::{SweepDir, SweepOptions};
@@ -28,6 +29,10 @@ pub struct SweepArgs {
     /// Print the grid, step counts and an estimated time; run nothing.
     #[arg(long)]
     dry_run: bool,
+    /// --dry-run's step times: a CSV of `adalora bench --csv` or compare.py's summary.csv
+    /// (default: the newest results/bench/*/summary.csv).
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    bench_csv: Option<PathBuf>,
     /// Run only row I of the manifest (claim it, train or resume it, record the outcome).
     #[arg(long, value_name = "I")]
     run_index: Option<usize>,
@@ -93,6 +98,7 @@ pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
         threads_per_job: args.threads_per_job,
         retry_failed: args.retry_failed,
         dry_run: args.dry_run,
+        bench_csv: args.bench_csv.clone(),
         run_index: args.run_index,
         status: args.status,
         executor: args.executor,
@@ -109,11 +115,19 @@ pub struct ReportArgs {
     /// Also redraw the sweep's standard figures.
     #[arg(long)]
     figures: bool,
+    /// Cells from each run's last dev evaluation instead of its best one.
+    #[arg(long = "final")]
+    final_metric: bool,
 }
 
 pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let sweep = SweepDir::new(&args.sweep);
-    let study = Study::read(&sweep)?;
+    let at = if args.final_metric {
+        MetricAt::Final
+    } else {
+        MetricAt::Best
+    };
+    let study = Study::read(&sweep)?.at(at);
     let md = report::markdown(&study);
     adalora_train::io::atomic_write(&sweep.root.join("report.md"), md.as_bytes())?;
     adalora_train::io::atomic_write(

@@ -172,4 +172,20 @@ pub trait AdapterHost<B: Backend> {
             .filter_map(AdaptedLinear::as_svd_mut)
             .collect()
     }
+
+    /// Zero the masked-out λ of every SVD adapter (`pattern.masks[k]` for the `k`-th).
+    fn apply_rank_pattern(&mut self, pattern: &crate::RankPattern) -> Result<(), CoreError> {
+        let adapters = self.svd_adapters_mut();
+        if adapters.len() != pattern.masks.len() {
+            return Err(CoreError::State(format!(
+                "a rank pattern for {} adapters applied to a model with {}",
+                pattern.masks.len(),
+                adapters.len()
+            )));
+        }
+        for (adapter, keep) in adapters.into_iter().zip(&pattern.masks) {
+            adapter.apply_mask(keep)?;
+        }
+        Ok(())
+    }
 }

@@ -15,7 +15,8 @@ pub mod config;
 pub mod error;
 pub mod frozen;
 pub mod lora;
-pub mod optim;
+pub mod method;
+pub mod observe;
 pub mod orth;
 pub mod quant;
 pub mod schedule;
@@ -26,11 +27,12 @@ pub use allocator::{
     mask_to_budget, AdapterObservation, AllocatorState, RankAllocator, RankPattern, ScoreConfig,
     ScoreKind, ScoreWeights, StepOutcome,
 };
-pub use config::AdaLoraConfig;
+pub use config::{AdaLoraConfig, Steps};
 pub use error::CoreError;
 pub use frozen::{freeze, frozen_linear, BaseLinear, QuantizedLinear};
 pub use lora::{LoraConfig, LoraLinear};
-pub use optim::{AdaLoraOptimizer, AdaLoraOptimizerRecord};
+pub use method::{Method, MethodConfig, DEFAULT_ALPHA};
+pub use observe::{adapter_gradients, adapter_weights, observations, Triplet};
 pub use orth::{orthogonal_regularizer, OrthRegForm};
 pub use quant::{QuantConfig, QuantError, QuantType, QuantizedMatrix};
 pub use schedule::{BudgetSchedule, Phase};

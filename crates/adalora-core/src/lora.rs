@@ -13,14 +13,15 @@ use burn::tensor::Tensor;
 use crate::error::CoreError;
 use crate::frozen::{linear_flat, BaseLinear};
 
-/// Hyper-parameters of a LoRA adapter (PEFT's `LoraConfig` defaults).
+/// Hyper-parameters of a LoRA adapter (PEFT's `LoraConfig` defaults, except α: see
+/// [`crate::DEFAULT_ALPHA`]).
 #[derive(Config, Debug, PartialEq)]
 pub struct LoraConfig {
     /// Rank r of the update.
     #[config(default = 8)]
     pub r: usize,
     /// α: the update is scaled by α/r (or α/√r with rsLoRA).
-    #[config(default = 8.0)]
+    #[config(default = "crate::method::DEFAULT_ALPHA")]
     pub alpha: f64,
     /// Dropout probability on the adapter input only (never on the base path).
     #[config(default = 0.0)]

@@ -1,11 +1,12 @@
-//! `AdaLoraOptimizer` end to end on a tiny two-layer model: one `step` call per optimizer step
-//! drives scores, schedule and masking; the run ends at exactly the target total rank.
+//! The core's AdaLoRA pieces composed by hand on a tiny two-layer model, as a training loop
+//! does (the trainer's driver is the one in use): regularized loss → optimizer update →
+//! observations → `RankAllocator::step` → mask; the run ends at exactly the target total rank.
 
 mod common;
 
 use adalora_core::{
-    orthogonal_regularizer, AdaLoraConfig, AdaLoraOptimizer, AdaptedLinear, AdapterHost,
-    OrthRegForm, RankAllocator,
+    adapter_gradients, adapter_weights, observations, orthogonal_regularizer, AdaLoraConfig,
+    AdaptedLinear, AdapterHost, OrthRegForm, RankAllocator, StepOutcome,
 };
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
@@ -30,6 +31,26 @@ impl<B: Backend> AdapterHost<B> for Tiny<B> {
     }
 }
 
+/// One optimizer update plus one allocator step on the post-update weights.
+fn step<O: Optimizer<Tiny<AB>, AB>>(
+    optim: &mut O,
+    allocator: &mut RankAllocator<NdArray<f32>>,
+    lr: f64,
+    model: Tiny<AB>,
+    grads: GradientsParams,
+) -> (Tiny<AB>, StepOutcome) {
+    let grad_triplets = adapter_gradients(&model.svd_adapters(), &grads);
+    let mut model = optim.step(lr, model, grads);
+    let weights = adapter_weights(&model.svd_adapters());
+    let outcome = allocator
+        .step(&observations(weights, grad_triplets))
+        .unwrap();
+    if let Some(pattern) = &outcome.mask {
+        model.apply_rank_pattern(pattern).unwrap();
+    }
+    (model, outcome)
+}
+
 impl<B: Backend> Tiny<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.second
@@ -51,8 +72,8 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
         init_r: 6,
         target_r: 2,
         alpha: 12.0,
-        tinit: 5,
-        tfinal: 10,
+        tinit: 5.into(),
+        tfinal: 10.into(),
         delta_t: 3,
         ..AdaLoraConfig::default()
     };
@@ -65,10 +86,9 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
     let w0_before = model.first.base().as_dense().unwrap().weight.val().inner();
     let shapes = model.svd_shapes();
     let schedule = cfg.schedule(shapes.len(), total_step).unwrap();
-    let allocator =
+    let mut allocator =
         RankAllocator::new(schedule.clone(), cfg.score_config(), &shapes, &device).unwrap();
-    let mut optim =
-        AdaLoraOptimizer::new(AdamWConfig::new().with_weight_decay(0.0).init(), allocator);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
 
     let x = Tensor::<AB, 2>::random([64, 8], Distribution::Normal(0.0, 1.0), &device);
     let teacher = Tensor::<AB, 2>::random([8, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -82,8 +102,8 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
         let loss = task.clone() + reg.mul_scalar(cfg.orth_reg_weight);
         losses.push(task.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-2, model, grads);
-        let outcome = optim.last_outcome().unwrap();
+        let (next, outcome) = step(&mut optim, &mut allocator, 1e-2, model, grads);
+        model = next;
         assert_eq!(outcome.step, t);
         if let Some(mask) = &outcome.mask {
             // λ of every masked triplet is exactly zero right after the step.
@@ -100,7 +120,7 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
         losses[total_step - 1] < 0.5 * losses[0],
         "loss must decrease: {losses:?}"
     );
-    let pattern = optim.allocator().rank_pattern();
+    let pattern = allocator.rank_pattern();
     assert_eq!(pattern.total_rank(), schedule.target_budget);
     let nonzero: usize = model
         .svd_adapters()
@@ -123,10 +143,10 @@ fn one_step_call_trains_and_ends_at_the_target_rank() {
         "W0 is frozen"
     );
 
-    // The optimizer record carries the allocator state (resume).
-    let record = optim.to_record();
-    assert_eq!(record.allocator.step, total_step);
-    assert_eq!(record.allocator.rank_pattern, Some(pattern));
+    // The allocator state (what a checkpoint stores for resume) ends at T with the pattern.
+    let state = allocator.state();
+    assert_eq!(state.step, total_step);
+    assert_eq!(state.rank_pattern, Some(pattern));
 }
 
 #[test]
@@ -190,6 +210,9 @@ fn pre_and_post_update_sensitivity_use_the_right_weights() {
             init_r: 3,
             target_r: 2,
             score_weights: weights,
+            tinit: 0.into(),
+            tfinal: 0.into(),
+            delta_t: 1,
             ..AdaLoraConfig::default()
         };
         let adapter = cfg.adapter_config();
@@ -198,9 +221,9 @@ fn pre_and_post_update_sensitivity_use_the_right_weights() {
             second: AdaptedLinear::Svd(adapter.init(linear(5, 2), &device).unwrap()),
         };
         let schedule = cfg.schedule(2, 10).unwrap();
-        let allocator =
+        let mut allocator =
             RankAllocator::new(schedule, cfg.score_config(), &model.svd_shapes(), &device).unwrap();
-        let mut optim = AdaLoraOptimizer::new(AdamWConfig::new().init(), allocator);
+        let mut optim = AdamWConfig::new().init();
         let x = Tensor::<AB, 2>::random([6, 4], Distribution::Normal(0.0, 1.0), &device);
         let grads =
             GradientsParams::from_grads(model.forward(x).powi_scalar(2).mean().backward(), &model);
@@ -210,8 +233,17 @@ fn pre_and_post_update_sensitivity_use_the_right_weights() {
         let e_id = model.svd_adapters()[0].lora_e.id;
         let grad_e = grads.get::<NdArray<f32>, 1>(e_id).unwrap();
         let before = model.svd_adapters()[0].lora_e.val().inner();
+        let grad_triplets = adapter_gradients(&model.svd_adapters(), &grads);
+        let pre_update = adapter_weights(&model.svd_adapters());
         let model = optim.step(1e-1, model, grads);
         let after = model.svd_adapters()[0].lora_e.val().inner();
+        let observed = match weights {
+            ScoreWeights::PreUpdate => pre_update,
+            ScoreWeights::PostUpdate => adapter_weights(&model.svd_adapters()),
+        };
+        allocator
+            .step(&observations(observed, grad_triplets))
+            .unwrap();
         assert!(
             common::to_vec(after.clone()).iter().all(|v| *v != 0.0),
             "the step must move λ, or both variants score zero"
@@ -222,7 +254,7 @@ fn pre_and_post_update_sensitivity_use_the_right_weights() {
         };
         // First step from zero EMAs: Ī = (1 − β1)·|λ·g|.
         let expected: Vec<f32> = common::to_vec((w * grad_e).abs().mul_scalar(1.0 - cfg.beta1));
-        let state = optim.allocator().state();
+        let state = allocator.state();
         let ipt = &state.stats.as_ref().unwrap()[0].e.ipt;
         assert!(
             common::rel_err(ipt, &expected) < 1e-6,

@@ -17,19 +17,23 @@
 //! `model.valid()` for evaluation.
 
 use adalora_core::{AdaptedLinear, AdapterHost};
-use burn::module::{Initializer, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Initializer, Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::activation::{gelu, gelu_approximate, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::config::{Activation, BertConfig};
 use crate::error::ModelError;
-use crate::family::{Family, HeadSource, LoadFamily, ModelInput, ModuleKind, SequenceClassifier};
+use crate::family::{
+    layer_adapters, layer_adapters_mut, EncoderLayer, Family, HeadSource, LoadFamily, ModelInput,
+    ModuleKind, SequenceClassifier,
+};
 use crate::loader::{parse_config, seeded_linear, Exporter, HfTensor, Reader};
+use crate::ops::PostAttention;
 
 /// BERT in the registry ([`crate::families`]).
 pub static FAMILY: Family = Family {
@@ -43,7 +47,7 @@ pub static FAMILY: Family = Family {
     ignored_prefixes: &["cls."],
 };
 
-/// HF names of a layer's dense layers, in the order of [`BertLayer::dense_layers`] (the
+/// HF names of a layer's dense layers, in the order of [`EncoderLayer::dense_layers`] (the
 /// structural adapter order). RoBERTa shares them.
 pub const LAYER_SLOTS: [(ModuleKind, &str); 6] = [
     (ModuleKind::Query, "attention.self.query"),
@@ -148,6 +152,30 @@ pub struct BertLayer<B: Backend> {
     pub gelu_tanh: bool,
 }
 
+impl<B: Backend> EncoderLayer<B> for BertLayer<B> {
+    fn dense_layers(&self) -> [&AdaptedLinear<B>; 6] {
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_output,
+            &self.intermediate,
+            &self.output,
+        ]
+    }
+
+    fn dense_layers_mut(&mut self) -> [&mut AdaptedLinear<B>; 6] {
+        [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attention_output,
+            &mut self.intermediate,
+            &mut self.output,
+        ]
+    }
+}
+
 impl<B: Backend> BertLayer<B> {
     /// `mask` is the additive attention mask `[batch, 1, 1, seq]`.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4>) -> Tensor<B, 3> {
@@ -161,42 +189,19 @@ impl<B: Backend> BertLayer<B> {
         let scores = crate::ops::attention_scores(q, k, mask);
         let probs = self.attention_dropout.forward(softmax(scores, 3));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
-        let attn = self
-            .hidden_dropout
-            .forward(self.attention_output.forward(context));
-        let x = self.attention_layer_norm.forward(attn + x);
-
-        let inter = self.intermediate.forward(x.clone());
-        let inter = if self.gelu_tanh {
-            gelu_approximate(inter)
-        } else {
-            gelu(inter)
-        };
-        let out = self.hidden_dropout.forward(self.output.forward(inter));
-        self.output_layer_norm.forward(out + x)
+        self.post_attention().forward(context, x)
     }
 
-    /// The six dense layers in structural order.
-    pub fn dense_layers(&self) -> [&AdaptedLinear<B>; 6] {
-        [
-            &self.query,
-            &self.key,
-            &self.value,
-            &self.attention_output,
-            &self.intermediate,
-            &self.output,
-        ]
-    }
-
-    pub fn dense_layers_mut(&mut self) -> [&mut AdaptedLinear<B>; 6] {
-        [
-            &mut self.query,
-            &mut self.key,
-            &mut self.value,
-            &mut self.attention_output,
-            &mut self.intermediate,
-            &mut self.output,
-        ]
+    fn post_attention(&self) -> PostAttention<'_, B> {
+        PostAttention {
+            attention_output: &self.attention_output,
+            attention_layer_norm: &self.attention_layer_norm,
+            intermediate: &self.intermediate,
+            output: &self.output,
+            output_layer_norm: &self.output_layer_norm,
+            hidden_dropout: &self.hidden_dropout,
+            gelu_tanh: self.gelu_tanh,
+        }
     }
 
     /// Layer `prefix` (`encoder.layer.3`) of a checkpoint.
@@ -390,18 +395,13 @@ impl<B: Backend> AdapterHost<B> for BertModel<B> {
     /// Layer-major: query, key, value, attention-output, intermediate, output of layer 0, then
     /// layer 1, …, then the pooler.
     fn adapted_linears(&self) -> Vec<&AdaptedLinear<B>> {
-        let mut v: Vec<&AdaptedLinear<B>> =
-            self.layers.iter().flat_map(|l| l.dense_layers()).collect();
+        let mut v = layer_adapters(&self.layers);
         v.push(&self.pooler);
         v
     }
 
     fn adapted_linears_mut(&mut self) -> Vec<&mut AdaptedLinear<B>> {
-        let mut v: Vec<&mut AdaptedLinear<B>> = self
-            .layers
-            .iter_mut()
-            .flat_map(|l| l.dense_layers_mut())
-            .collect();
+        let mut v = layer_adapters_mut(&mut self.layers);
         v.push(&mut self.pooler);
         v
     }
@@ -478,13 +478,12 @@ impl<B: Backend> SequenceClassifier<B> for BertForSequenceClassification<B> {
         self.classifier.forward(self.dropout.forward(pooled))
     }
 
-    fn map_head<M: ModuleMapper<B>>(mut self, mapper: &mut M) -> Self {
-        self.classifier = self.classifier.map(mapper);
-        self
+    fn head_linears(&self) -> Vec<(&'static str, &Linear<B>)> {
+        vec![(CLASSIFIER, &self.classifier)]
     }
 
-    fn visit_head<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
-        self.classifier.visit(visitor);
+    fn head_linears_mut(&mut self) -> Vec<(&'static str, &mut Linear<B>)> {
+        vec![(CLASSIFIER, &mut self.classifier)]
     }
 
     fn with_classifier_dropout(mut self, p: f64) -> Self {
@@ -498,18 +497,6 @@ impl<B: Backend> SequenceClassifier<B> for BertForSequenceClassification<B> {
         ex.prefix.clear();
         ex.linear(CLASSIFIER, &self.classifier);
         ex.tensors
-    }
-
-    fn head_hf(&self) -> Vec<HfTensor> {
-        let mut ex = Exporter::new("");
-        ex.linear(CLASSIFIER, &self.classifier);
-        ex.tensors
-    }
-
-    fn read_head(mut self, r: &mut Reader<'_>, device: &B::Device) -> Self {
-        let (h, k) = (self.bert.hidden_size(), self.num_labels());
-        self.classifier = r.linear(CLASSIFIER, h, k, device);
-        self
     }
 }
 

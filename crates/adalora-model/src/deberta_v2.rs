@@ -16,7 +16,7 @@
 //! * head: `ContextPooler` (dropout → dense → gelu on the first token) → dropout → `classifier`.
 
 use adalora_core::{AdaptedLinear, AdapterHost};
-use burn::module::{Module, ModuleMapper, ModuleVisitor};
+use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, softmax};
 use burn::tensor::backend::Backend;
@@ -26,8 +26,12 @@ use serde::Deserialize;
 use crate::bert::first_token;
 use crate::config::Activation;
 use crate::error::ModelError;
-use crate::family::{Family, HeadSource, LoadFamily, ModelInput, ModuleKind, SequenceClassifier};
+use crate::family::{
+    layer_adapters, layer_adapters_mut, EncoderLayer, Family, HeadSource, LoadFamily, ModelInput,
+    ModuleKind, SequenceClassifier,
+};
 use crate::loader::{parse_config, seeded_linear, Exporter, HfTensor, Reader};
+use crate::ops::PostAttention;
 
 /// DeBERTa-v2/v3 in the registry ([`crate::families`]).
 pub static FAMILY: Family = Family {
@@ -49,7 +53,7 @@ pub static FAMILY: Family = Family {
     ],
 };
 
-/// HF names of a layer's dense layers, in the order of [`DebertaV2Layer::dense_layers`].
+/// HF names of a layer's dense layers, in the order of [`EncoderLayer::dense_layers`].
 pub const LAYER_SLOTS: [(ModuleKind, &str); 6] = [
     (ModuleKind::Query, "attention.self.query_proj"),
     (ModuleKind::Key, "attention.self.key_proj"),
@@ -400,8 +404,8 @@ pub struct DebertaV2Layer<B: Backend> {
     pub gelu_tanh: bool,
 }
 
-impl<B: Backend> DebertaV2Layer<B> {
-    pub fn dense_layers(&self) -> [&AdaptedLinear<B>; 6] {
+impl<B: Backend> EncoderLayer<B> for DebertaV2Layer<B> {
+    fn dense_layers(&self) -> [&AdaptedLinear<B>; 6] {
         [
             &self.query_proj,
             &self.key_proj,
@@ -412,7 +416,7 @@ impl<B: Backend> DebertaV2Layer<B> {
         ]
     }
 
-    pub fn dense_layers_mut(&mut self) -> [&mut AdaptedLinear<B>; 6] {
+    fn dense_layers_mut(&mut self) -> [&mut AdaptedLinear<B>; 6] {
         [
             &mut self.query_proj,
             &mut self.key_proj,
@@ -422,7 +426,9 @@ impl<B: Backend> DebertaV2Layer<B> {
             &mut self.output,
         ]
     }
+}
 
+impl<B: Backend> DebertaV2Layer<B> {
     /// `mask`: true where query i may **not** attend key j, `[batch, heads, n, n]`.
     fn forward(
         &self,
@@ -470,19 +476,19 @@ impl<B: Backend> DebertaV2Layer<B> {
         let scores = scores.mask_fill(mask, f32::MIN);
         let probs = self.attention_dropout.forward(softmax(scores, 3));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([b, n, h]);
-        let attn = self
-            .hidden_dropout
-            .forward(self.attention_output.forward(context));
-        let x = self.attention_layer_norm.forward(attn + x);
+        self.post_attention().forward(context, x)
+    }
 
-        let inter = self.intermediate.forward(x.clone());
-        let inter = if self.gelu_tanh {
-            gelu_approximate(inter)
-        } else {
-            gelu(inter)
-        };
-        let out = self.hidden_dropout.forward(self.output.forward(inter));
-        self.output_layer_norm.forward(out + x)
+    fn post_attention(&self) -> PostAttention<'_, B> {
+        PostAttention {
+            attention_output: &self.attention_output,
+            attention_layer_norm: &self.attention_layer_norm,
+            intermediate: &self.intermediate,
+            output: &self.output,
+            output_layer_norm: &self.output_layer_norm,
+            hidden_dropout: &self.hidden_dropout,
+            gelu_tanh: self.gelu_tanh,
+        }
     }
 
     fn load(r: &mut Reader<'_>, prefix: &str, cfg: &DebertaV2Config, device: &B::Device) -> Self {
@@ -565,10 +571,6 @@ pub struct DebertaV2ForSequenceClassification<B: Backend> {
 }
 
 impl<B: Backend> DebertaV2ForSequenceClassification<B> {
-    fn hidden_size(&self) -> usize {
-        self.embeddings.word_embeddings.weight.dims()[1]
-    }
-
     fn relative_inputs(&self, b: usize, n: usize, device: &B::Device) -> Option<RelativeInputs<B>> {
         let (settings, table) = (self.relative.as_ref()?, self.rel_embeddings.as_ref()?);
         let mut embeddings = table.weight.val();
@@ -612,14 +614,11 @@ impl<B: Backend> DebertaV2ForSequenceClassification<B> {
 impl<B: Backend> AdapterHost<B> for DebertaV2ForSequenceClassification<B> {
     /// Layer-major, [`LAYER_SLOTS`] order within a layer.
     fn adapted_linears(&self) -> Vec<&AdaptedLinear<B>> {
-        self.layers.iter().flat_map(|l| l.dense_layers()).collect()
+        layer_adapters(&self.layers)
     }
 
     fn adapted_linears_mut(&mut self) -> Vec<&mut AdaptedLinear<B>> {
-        self.layers
-            .iter_mut()
-            .flat_map(|l| l.dense_layers_mut())
-            .collect()
+        layer_adapters_mut(&mut self.layers)
     }
 }
 
@@ -651,15 +650,15 @@ impl<B: Backend> SequenceClassifier<B> for DebertaV2ForSequenceClassification<B>
         self.classifier.forward(self.dropout.forward(pooled))
     }
 
-    fn map_head<M: ModuleMapper<B>>(mut self, mapper: &mut M) -> Self {
-        self.pooler = self.pooler.map(mapper);
-        self.classifier = self.classifier.map(mapper);
-        self
+    fn head_linears(&self) -> Vec<(&'static str, &Linear<B>)> {
+        vec![(POOLER, &self.pooler), (CLASSIFIER, &self.classifier)]
     }
 
-    fn visit_head<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
-        self.pooler.visit(visitor);
-        self.classifier.visit(visitor);
+    fn head_linears_mut(&mut self) -> Vec<(&'static str, &mut Linear<B>)> {
+        vec![
+            (POOLER, &mut self.pooler),
+            (CLASSIFIER, &mut self.classifier),
+        ]
     }
 
     fn with_classifier_dropout(mut self, p: f64) -> Self {
@@ -682,20 +681,6 @@ impl<B: Backend> SequenceClassifier<B> for DebertaV2ForSequenceClassification<B>
         ex.prefix.clear();
         ex.tensors.extend(self.head_hf());
         ex.tensors
-    }
-
-    fn head_hf(&self) -> Vec<HfTensor> {
-        let mut ex = Exporter::new("");
-        ex.linear(POOLER, &self.pooler);
-        ex.linear(CLASSIFIER, &self.classifier);
-        ex.tensors
-    }
-
-    fn read_head(mut self, r: &mut Reader<'_>, device: &B::Device) -> Self {
-        let (h, k) = (self.hidden_size(), self.num_labels());
-        self.pooler = r.linear(POOLER, h, h, device);
-        self.classifier = r.linear(CLASSIFIER, h, k, device);
-        self
     }
 }
 

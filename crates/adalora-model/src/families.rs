@@ -3,7 +3,8 @@
 //! [`families!`] below.
 
 use adalora_core::{AdaptedLinear, AdapterHost};
-use burn::module::{Module, ModuleMapper, ModuleVisitor};
+use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -93,12 +94,12 @@ macro_rules! families {
                 match self { $(AnyClassifier::$variant(m) => m.forward(input)),* }
             }
 
-            fn map_head<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
-                match self { $(AnyClassifier::$variant(m) => AnyClassifier::$variant(m.map_head(mapper))),* }
+            fn head_linears(&self) -> Vec<(&'static str, &Linear<B>)> {
+                match self { $(AnyClassifier::$variant(m) => m.head_linears()),* }
             }
 
-            fn visit_head<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
-                match self { $(AnyClassifier::$variant(m) => m.visit_head(visitor)),* }
+            fn head_linears_mut(&mut self) -> Vec<(&'static str, &mut Linear<B>)> {
+                match self { $(AnyClassifier::$variant(m) => m.head_linears_mut()),* }
             }
 
             fn with_classifier_dropout(self, p: f64) -> Self {
@@ -109,13 +110,6 @@ macro_rules! families {
                 match self { $(AnyClassifier::$variant(m) => m.export_hf()),* }
             }
 
-            fn head_hf(&self) -> Vec<HfTensor> {
-                match self { $(AnyClassifier::$variant(m) => m.head_hf()),* }
-            }
-
-            fn read_head(self, reader: &mut Reader<'_>, device: &B::Device) -> Self {
-                match self { $(AnyClassifier::$variant(m) => AnyClassifier::$variant(m.read_head(reader, device))),* }
-            }
         }
     };
 }

@@ -25,7 +25,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::loader::{Checkpoint, HfTensor, Reader};
+use crate::loader::{Checkpoint, Exporter, HfTensor, Reader};
 
 /// Token ids, token types and the padding mask (1 = token, 0 = padding), all `[batch, seq]`.
 #[derive(Debug, Clone)]
@@ -244,10 +244,12 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
     /// Logits `[batch, num_labels]`.
     fn forward(&self, input: ModelInput<B>) -> Tensor<B, 2>;
 
-    /// Apply `mapper` to the task head only (it is always trainable).
-    fn map_head<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self;
+    /// The task head's dense layers with their HF names (`classifier`, `pooler.dense`, …), in
+    /// forward order. The head's plumbing below (mapping, visiting, saving and reading it) is
+    /// derived from this list.
+    fn head_linears(&self) -> Vec<(&'static str, &Linear<B>)>;
 
-    fn visit_head<V: ModuleVisitor<B>>(&self, visitor: &mut V);
+    fn head_linears_mut(&mut self) -> Vec<(&'static str, &mut Linear<B>)>;
 
     /// Replace the dropout in front of the classifier.
     fn with_classifier_dropout(self, p: f64) -> Self;
@@ -255,11 +257,38 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
     /// The whole model as an HF `*ForSequenceClassification` checkpoint (adapters folded in).
     fn export_hf(&self) -> Vec<HfTensor>;
 
-    /// The head's tensors under their HF names.
-    fn head_hf(&self) -> Vec<HfTensor>;
+    /// Apply `mapper` to the task head only (it is always trainable).
+    fn map_head<M: ModuleMapper<B>>(mut self, mapper: &mut M) -> Self {
+        for (_, linear) in self.head_linears_mut() {
+            *linear = linear.clone().map(mapper);
+        }
+        self
+    }
 
-    /// Replace the head by the one `reader` holds (HF names, every head tensor required).
-    fn read_head(self, reader: &mut Reader<'_>, device: &B::Device) -> Self;
+    fn visit_head<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        for (_, linear) in self.head_linears() {
+            linear.visit(visitor);
+        }
+    }
+
+    /// The head's tensors under their HF names.
+    fn head_hf(&self) -> Vec<HfTensor> {
+        let mut ex = Exporter::new("");
+        for (name, linear) in self.head_linears() {
+            ex.linear(name, linear);
+        }
+        ex.tensors
+    }
+
+    /// Replace the head by the one `reader` holds (HF names, every head tensor required, each
+    /// of the shape the current head has).
+    fn read_head(mut self, reader: &mut Reader<'_>, device: &B::Device) -> Self {
+        for (name, linear) in self.head_linears_mut() {
+            let [d_in, d_out] = linear.weight.dims();
+            *linear = reader.linear(name, d_in, d_out, device);
+        }
+        self
+    }
 
     fn is_regression(&self) -> bool {
         self.num_labels() == 1
@@ -299,6 +328,25 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
         })
         .expect("merging cannot fail")
     }
+}
+
+/// One encoder layer of a family: its six adaptable dense layers in structural order
+/// (query, key, value, attention-output, intermediate, output).
+pub trait EncoderLayer<B: Backend> {
+    fn dense_layers(&self) -> [&AdaptedLinear<B>; 6];
+    fn dense_layers_mut(&mut self) -> [&mut AdaptedLinear<B>; 6];
+}
+
+/// The adapted layers of an encoder's layers, layer-major: the [`AdapterHost`] order every
+/// family uses (BERT appends its pooler).
+pub fn layer_adapters<B: Backend, L: EncoderLayer<B>>(layers: &[L]) -> Vec<&AdaptedLinear<B>> {
+    layers.iter().flat_map(L::dense_layers).collect()
+}
+
+pub fn layer_adapters_mut<B: Backend, L: EncoderLayer<B>>(
+    layers: &mut [L],
+) -> Vec<&mut AdaptedLinear<B>> {
+    layers.iter_mut().flat_map(L::dense_layers_mut).collect()
 }
 
 /// Where a dense layer's parameters live. A quantized base keeps its weight off-device, so

@@ -40,4 +40,4 @@ pub use loader::{
     HfTensor,
 };
 pub use quantize::{quantize_base, QuantReport};
-pub use target::{apply_method, apply_method_with_ranks, Method, ParamReport, TargetSpec};
+pub use target::{apply_method, apply_method_with_ranks, ParamReport, TargetSpec};

@@ -13,7 +13,7 @@
 //! HF `classifier`) is dropout → dense → tanh → dropout → `out_proj` on the `<s>` state.
 
 use adalora_core::{AdaptedLinear, AdapterHost};
-use burn::module::{Module, ModuleMapper, ModuleVisitor};
+use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -21,7 +21,10 @@ use burn::tensor::{Int, Tensor};
 use crate::bert::{additive_mask, first_token, BertEmbeddings, BertLayer, LAYER_SLOTS};
 use crate::config::BertConfig;
 use crate::error::ModelError;
-use crate::family::{Family, HeadSource, LoadFamily, ModelInput, SequenceClassifier};
+use crate::family::{
+    layer_adapters, layer_adapters_mut, Family, HeadSource, LoadFamily, ModelInput,
+    SequenceClassifier,
+};
 use crate::loader::{parse_config, seeded_linear, Exporter, HfTensor, Reader};
 
 /// RoBERTa in the registry ([`crate::families`]).
@@ -74,10 +77,6 @@ pub fn position_ids<B: Backend>(input_ids: Tensor<B, 2, Int>, pad: usize) -> Ten
 }
 
 impl<B: Backend> RobertaForSequenceClassification<B> {
-    fn hidden_size(&self) -> usize {
-        self.embeddings.word_embeddings.weight.dims()[1]
-    }
-
     fn encode(&self, input: ModelInput<B>) -> Tensor<B, 3> {
         let [b, t] = input.dims();
         let device = input.input_ids.device();
@@ -100,14 +99,11 @@ impl<B: Backend> RobertaForSequenceClassification<B> {
 impl<B: Backend> AdapterHost<B> for RobertaForSequenceClassification<B> {
     /// Layer-major, [`LAYER_SLOTS`] order within a layer.
     fn adapted_linears(&self) -> Vec<&AdaptedLinear<B>> {
-        self.layers.iter().flat_map(|l| l.dense_layers()).collect()
+        layer_adapters(&self.layers)
     }
 
     fn adapted_linears_mut(&mut self) -> Vec<&mut AdaptedLinear<B>> {
-        self.layers
-            .iter_mut()
-            .flat_map(|l| l.dense_layers_mut())
-            .collect()
+        layer_adapters_mut(&mut self.layers)
     }
 }
 
@@ -132,13 +128,18 @@ impl<B: Backend> SequenceClassifier<B> for RobertaForSequenceClassification<B> {
         self.classifier.forward(self.encode(input))
     }
 
-    fn map_head<M: ModuleMapper<B>>(mut self, mapper: &mut M) -> Self {
-        self.classifier = self.classifier.map(mapper);
-        self
+    fn head_linears(&self) -> Vec<(&'static str, &Linear<B>)> {
+        vec![
+            (HEAD_DENSE, &self.classifier.dense),
+            (HEAD_OUT, &self.classifier.out_proj),
+        ]
     }
 
-    fn visit_head<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
-        self.classifier.visit(visitor);
+    fn head_linears_mut(&mut self) -> Vec<(&'static str, &mut Linear<B>)> {
+        vec![
+            (HEAD_DENSE, &mut self.classifier.dense),
+            (HEAD_OUT, &mut self.classifier.out_proj),
+        ]
     }
 
     fn with_classifier_dropout(mut self, p: f64) -> Self {
@@ -155,20 +156,6 @@ impl<B: Backend> SequenceClassifier<B> for RobertaForSequenceClassification<B> {
         ex.prefix.clear();
         ex.tensors.extend(self.head_hf());
         ex.tensors
-    }
-
-    fn head_hf(&self) -> Vec<HfTensor> {
-        let mut ex = Exporter::new("");
-        ex.linear(HEAD_DENSE, &self.classifier.dense);
-        ex.linear(HEAD_OUT, &self.classifier.out_proj);
-        ex.tensors
-    }
-
-    fn read_head(mut self, r: &mut Reader<'_>, device: &B::Device) -> Self {
-        let (h, k) = (self.hidden_size(), self.num_labels());
-        self.classifier.dense = r.linear(HEAD_DENSE, h, h, device);
-        self.classifier.out_proj = r.linear(HEAD_OUT, h, k, device);
-        self
     }
 }
 

@@ -7,7 +7,8 @@
 //! (`encoder.layer.3.attention.self.query`, `encoder.layer.3.attention.self.query_proj`,
 //! `pooler.dense`, …). The classifier head is never a target.
 //!
-//! [`apply_method`] freezes everything, then makes trainable what the [`Method`] trains:
+//! [`apply_method`] freezes everything, then makes trainable what the [`Method`] trains (the
+//! method and its settings come in a [`MethodConfig`]):
 //!
 //! | method    | trainable                                                                    |
 //! |-----------|------------------------------------------------------------------------------|
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use adalora_core::{AdaLoraConfig, AdaptedLinear, LoraConfig};
+use adalora_core::{AdaptedLinear, Method, MethodConfig};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -253,34 +254,12 @@ fn parse_layers(s: &str) -> Result<Vec<usize>, ModelError> {
     Ok(v)
 }
 
-/// The fine-tuning method.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Method {
-    /// Every parameter trainable.
-    Full,
-    /// Bias terms only (dense biases, LayerNorm β) plus the head.
-    BitFit,
-    Lora(LoraConfig),
-    AdaLora(AdaLoraConfig),
-}
-
-impl Method {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::Full => "full",
-            Method::BitFit => "bitfit",
-            Method::Lora(_) => "lora",
-            Method::AdaLora(_) => "adalora",
-        }
-    }
-}
-
 /// Prepare a model for fine-tuning with `method`: inject adapters into the layers `spec`
 /// selects (LoRA/AdaLoRA), set which parameters are trainable, and report. Apply it to a model
 /// on the autodiff backend you train with (trainability is a property of autodiff tensors).
 pub fn apply_method<B: Backend, M: SequenceClassifier<B>>(
     model: M,
-    method: &Method,
+    method: &MethodConfig,
     spec: &TargetSpec,
     device: &B::Device,
 ) -> Result<(M, ParamReport), ModelError> {
@@ -292,12 +271,13 @@ pub fn apply_method<B: Backend, M: SequenceClassifier<B>>(
 /// unadapted, unlisted ones keep the config's `r`. A path the spec does not select is an error.
 pub fn apply_method_with_ranks<B: Backend, M: SequenceClassifier<B>>(
     model: M,
-    method: &Method,
+    config: &MethodConfig,
     spec: &TargetSpec,
     ranks: &BTreeMap<String, usize>,
     device: &B::Device,
 ) -> Result<(M, ParamReport), ModelError> {
-    if !ranks.is_empty() && !matches!(method, Method::Lora(_)) {
+    let method = config.method;
+    if !ranks.is_empty() && method != Method::Lora {
         return Err(ModelError::Invalid(format!(
             "per-module ranks (a rank pattern) apply to LoRA only, not {}",
             method.name()
@@ -307,7 +287,7 @@ pub fn apply_method_with_ranks<B: Backend, M: SequenceClassifier<B>>(
         .adapted_linears()
         .iter()
         .any(|l| l.base().as_quantized().is_some());
-    if quantized && matches!(method, Method::Full | Method::BitFit) {
+    if quantized && method.trains_base() {
         return Err(ModelError::Invalid(format!(
             "{} trains the base weights, but this model's base is quantized (frozen); \
              use LoRA or AdaLoRA on a quantized base",
@@ -317,7 +297,8 @@ pub fn apply_method_with_ranks<B: Backend, M: SequenceClassifier<B>>(
     let model = match method {
         Method::Full => model.map(&mut SetGrad(true)),
         Method::BitFit => model.no_grad().map(&mut BiasesOnly::default()),
-        Method::Lora(cfg) => {
+        Method::Lora => {
+            let cfg = &config.lora;
             let chosen = spec.select(&model.slots())?;
             if let Some(path) = ranks.keys().find(|p| !chosen.iter().any(|s| &s.path == *p)) {
                 return Err(ModelError::TargetSpec(format!(
@@ -338,7 +319,8 @@ pub fn apply_method_with_ranks<B: Backend, M: SequenceClassifier<B>>(
                 }
             })?
         }
-        Method::AdaLora(cfg) => {
+        Method::AdaLora => {
+            let cfg = &config.adalora;
             cfg.validate()?;
             let adapter = cfg.adapter_config();
             let chosen = spec.select(&model.slots())?;

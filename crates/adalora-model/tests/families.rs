@@ -5,11 +5,11 @@
 
 mod common;
 
-use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig, QuantConfig};
+use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig, Method, MethodConfig, QuantConfig};
 use adalora_model::target::TargetModules;
 use adalora_model::{
     apply_method, load_for_classification, quantize_base, write_safetensors, AnyClassifier,
-    HeadSource, Method, ModelInput, ModuleKind, SequenceClassifier, TargetSpec,
+    HeadSource, ModelInput, ModuleKind, SequenceClassifier, TargetSpec,
 };
 use burn::tensor::backend::Backend;
 use common::*;
@@ -209,8 +209,8 @@ fn adapters_merge_and_export_round_trip_for_every_family() {
         let base = load::<Cpu>(name);
         let reference = logits_of(&base, name);
         for method in [
-            Method::Lora(LoraConfig::new().with_r(2)),
-            Method::AdaLora(AdaLoraConfig {
+            MethodConfig::lora(LoraConfig::new().with_r(2)),
+            MethodConfig::adalora(AdaLoraConfig {
                 init_r: 3,
                 target_r: 2,
                 ..AdaLoraConfig::default()
@@ -250,8 +250,13 @@ fn adapters_merge_and_export_round_trip_for_every_family() {
 fn bitfit_trains_biases_and_the_head_only() {
     let dev = Default::default();
     let spec: TargetSpec = "all-linear".parse().unwrap();
-    let (model, report) =
-        apply_method(load::<Ad>("tiny-deberta-v3"), &Method::BitFit, &spec, &dev).unwrap();
+    let (model, report) = apply_method(
+        load::<Ad>("tiny-deberta-v3"),
+        &MethodConfig::new(Method::BitFit),
+        &spec,
+        &dev,
+    )
+    .unwrap();
     // every dense bias (6 per layer × 2 layers) + LayerNorm β (2 per layer, embeddings', the
     // relative embeddings') + the head (pooler and classifier: weights and biases)
     let h = 32;
@@ -295,13 +300,18 @@ fn qlora_quantizes_every_familys_frozen_linears_and_adapters_train_on_top() {
             report.summary()
         );
 
-        let full = apply_method(quantized.clone(), &Method::Full, &spec, &dev);
+        let full = apply_method(
+            quantized.clone(),
+            &MethodConfig::new(Method::Full),
+            &spec,
+            &dev,
+        );
         assert!(
             full.unwrap_err().to_string().contains("quantized"),
             "{name}: full fine-tuning of a quantized base is refused"
         );
         let reference = logits_of(&quantized, name);
-        let method = Method::Lora(LoraConfig::new().with_r(2));
+        let method = MethodConfig::lora(LoraConfig::new().with_r(2));
         let (mut model, _) = apply_method(quantized, &method, &spec, &dev).unwrap();
         assert_close(name, &logits_of(&model, name), &reference, 1e-5);
         perturb_adapters(model.adapted_linears_mut());

@@ -4,12 +4,12 @@
 
 mod common;
 
-use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig};
+use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig, MethodConfig};
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::target::TargetModules;
 use adalora_model::{
     apply_method, load_for_classification, AnyClassifier, BertForSequenceClassification,
-    HeadSource, Method, ModelInput, SequenceClassifier, TargetSpec,
+    HeadSource, ModelInput, SequenceClassifier, TargetSpec,
 };
 use common::*;
 
@@ -156,17 +156,24 @@ fn adapters_at_init_leave_outputs_exactly_unchanged() {
     let want = to_vec(base.forward(input.clone()));
     let all = TargetSpec::new(TargetModules::AllLinear);
     for method in [
-        Method::Lora(LoraConfig::new().with_r(4).with_alpha(16.0)),
-        Method::AdaLora(AdaLoraConfig::default()),
+        MethodConfig::lora(LoraConfig::new().with_r(4).with_alpha(16.0)),
+        MethodConfig::adalora(AdaLoraConfig::default()),
     ] {
         let model = model_with_fixture_head(&fx, m.num_labels);
         let (model, report) = apply_method(model, &method, &all, &dev).unwrap();
         assert_eq!(
             model.svd_adapters().len(),
-            if method.name() == "adalora" { 37 } else { 0 }
+            if method.method.name() == "adalora" {
+                37
+            } else {
+                0
+            }
         );
         assert!(
-            report.modules.iter().all(|r| r.method == method.name()),
+            report
+                .modules
+                .iter()
+                .all(|r| r.method == method.method.name()),
             "{report}"
         );
         let got = to_vec(model.forward(input.clone()));
@@ -174,7 +181,7 @@ fn adapters_at_init_leave_outputs_exactly_unchanged() {
             got,
             want,
             "{}: ΔW = 0 at init must not change the logits",
-            method.name()
+            method.method.name()
         );
     }
 }
@@ -188,7 +195,7 @@ fn lora_report_counts_match_hand_computation() {
     let spec: TargetSpec = "query,value".parse().unwrap();
     let (_, report) = apply_method(
         model,
-        &Method::Lora(LoraConfig::new().with_r(8).with_alpha(16.0)),
+        &MethodConfig::lora(LoraConfig::new().with_r(8).with_alpha(16.0)),
         &spec,
         &dev,
     )

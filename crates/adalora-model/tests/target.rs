@@ -2,11 +2,11 @@
 
 mod common;
 
-use adalora_core::{AdapterHost, LoraConfig};
+use adalora_core::{AdapterHost, LoraConfig, MethodConfig};
 use adalora_model::target::{thousands, TargetModules};
 use adalora_model::{
-    apply_method, BertConfig, BertForSequenceClassification, BertModel, Method, ModuleKind,
-    ModuleSlot, TargetSpec,
+    apply_method, BertConfig, BertForSequenceClassification, BertModel, ModuleKind, ModuleSlot,
+    TargetSpec,
 };
 use common::*;
 
@@ -183,7 +183,7 @@ fn injection_follows_the_spec_and_rejects_an_empty_match() {
         let bert = BertModel::<Ad>::init(&cfg, &dev).unwrap();
         BertForSequenceClassification::with_new_head(bert, 2, 0.02, 0.1, 0, &dev).unwrap()
     };
-    let lora = Method::Lora(LoraConfig::new().with_r(2));
+    let lora = MethodConfig::lora(LoraConfig::new().with_r(2));
     let spec: TargetSpec = "pooler;layers=1".parse().unwrap();
     let err = apply_method(make(), &lora, &spec, &dev)
         .err()

@@ -4,11 +4,13 @@
 
 mod common;
 
-use adalora_core::{AdaLoraConfig, AdaptedLinear, AdapterHost, BaseLinear, LoraConfig};
+use adalora_core::{
+    AdaLoraConfig, AdaptedLinear, AdapterHost, BaseLinear, LoraConfig, Method, MethodConfig,
+};
 use adalora_model::loader::Checkpoint;
 use adalora_model::{
     apply_method, load_for_classification, resolve_model_dir, write_safetensors, AnyClassifier,
-    BertForSequenceClassification, HeadSource, Method, ModelError, SequenceClassifier, TargetSpec,
+    BertForSequenceClassification, HeadSource, ModelError, SequenceClassifier, TargetSpec,
 };
 use burn::tensor::backend::Backend;
 use common::*;
@@ -248,7 +250,7 @@ fn frozen_parameters_get_no_gradient() {
     let spec: TargetSpec = "query,value".parse().unwrap();
     let (mut model, report) = apply_method(
         tiny::<Ad>(),
-        &Method::Lora(LoraConfig::new().with_r(4)),
+        &MethodConfig::lora(LoraConfig::new().with_r(4)),
         &spec,
         &dev,
     )
@@ -284,7 +286,13 @@ fn frozen_parameters_get_no_gradient() {
     );
 
     // BitFit: biases (dense + LayerNorm β) and the head only.
-    let (model, report) = apply_method(tiny::<Ad>(), &Method::BitFit, &spec, &dev).unwrap();
+    let (model, report) = apply_method(
+        tiny::<Ad>(),
+        &MethodConfig::new(Method::BitFit),
+        &spec,
+        &dev,
+    )
+    .unwrap();
     let dense_biases = 2 * (4 * 48 + 80 + 48) + 48;
     let ln_betas = 48 * (1 + 2 * 2);
     assert_eq!(
@@ -300,7 +308,8 @@ fn frozen_parameters_get_no_gradient() {
     assert!(ln.beta.as_ref().unwrap().grad(&grads).is_some() && ln.gamma.grad(&grads).is_none());
 
     // Full: everything.
-    let (model, report) = apply_method(tiny::<Ad>(), &Method::Full, &spec, &dev).unwrap();
+    let (model, report) =
+        apply_method(tiny::<Ad>(), &MethodConfig::new(Method::Full), &spec, &dev).unwrap();
     assert_eq!(report.trainable_params, report.all_params);
     let grads = tiny_loss(&model).backward();
     assert!(model
@@ -319,8 +328,8 @@ fn merge_equals_unmerged_and_export_round_trips() {
     let input = fx.input::<Cpu>("", &dev);
     let spec: TargetSpec = "all-linear".parse().unwrap();
     for method in [
-        Method::Lora(LoraConfig::new().with_r(4).with_alpha(8.0)),
-        Method::AdaLora(AdaLoraConfig {
+        MethodConfig::lora(LoraConfig::new().with_r(4).with_alpha(8.0)),
+        MethodConfig::adalora(AdaLoraConfig {
             init_r: 6,
             target_r: 4,
             ..Default::default()
@@ -334,7 +343,7 @@ fn merge_equals_unmerged_and_export_round_trips() {
         assert!(
             max_abs_diff(&unmerged, &base) > 1e-3 * scale,
             "{}: adapters must change the output",
-            method.name()
+            method.method.name()
         );
 
         // Export folds unmerged adapters in; a reload is a plain model with the same outputs.
@@ -350,7 +359,7 @@ fn merge_equals_unmerged_and_export_round_trips() {
         assert!(
             max_abs_diff(&r, &unmerged) / scale <= 1e-5,
             "{}: exported checkpoint differs",
-            method.name()
+            method.method.name()
         );
 
         let merged = model.merge_and_unload();
@@ -363,7 +372,7 @@ fn merge_equals_unmerged_and_export_round_trips() {
         assert!(
             rel <= 1e-5,
             "{}: merged vs unmerged relative diff {rel}",
-            method.name()
+            method.method.name()
         );
     }
 }

@@ -348,6 +348,24 @@ fn padded_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
+/// Dash and gap lengths of a dashed series, in pixels (the legend repeats them).
+const DASH: (u32, u32) = (8, 5);
+
+/// The strokes of a legend entry's sample line (x from, x to): one for a solid series, dashes
+/// as long as the plotted ones for a dashed series, so the legend tells the two apart.
+fn legend_strokes(dashed: bool) -> Vec<(i32, i32)> {
+    const FROM: i32 = 70;
+    const TO: i32 = 112;
+    if !dashed {
+        return vec![(FROM, TO)];
+    }
+    let (on, off) = (DASH.0 as i32, DASH.1 as i32);
+    (FROM..TO)
+        .step_by((on + off) as usize)
+        .map(|x| (x, (x + on).min(TO)))
+        .collect()
+}
+
 /// Height of the legend strip under a line plot.
 fn legend_height(series: usize) -> u32 {
     22 * series as u32 + 14
@@ -419,7 +437,7 @@ impl Figure for LinePlot<'_> {
                 .collect();
             if s.dashed {
                 chart
-                    .draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))
+                    .draw_series(DashedLineSeries::new(points.clone(), DASH.0, DASH.1, style))
                     .map_err(err)?;
             } else {
                 chart
@@ -455,9 +473,11 @@ impl Figure for LinePlot<'_> {
         for (i, s) in self.series.iter().enumerate() {
             let y = 8 + 22 * i as i32 + 11;
             let style = series_color(i).stroke_width(3);
-            legend
-                .draw(&PathElement::new(vec![(80, y), (110, y)], style))
-                .map_err(err)?;
+            for (x0, x1) in legend_strokes(s.dashed) {
+                legend
+                    .draw(&PathElement::new(vec![(x0, y), (x1, y)], style))
+                    .map_err(err)?;
+            }
             legend
                 .draw(&Text::new(
                     s.name.clone(),
@@ -599,6 +619,7 @@ pub fn plot_budget_schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn is_png(path: &Path) -> bool {
         let bytes = std::fs::read(path).unwrap();
@@ -656,6 +677,30 @@ mod tests {
         }
     }
 
+    /// Per legend row (top to bottom): how many horizontal polylines an SVG draws at that
+    /// height below `top`.
+    fn legend_stroke_counts(svg: &str, top: i32) -> Vec<usize> {
+        let mut rows: BTreeMap<i32, usize> = BTreeMap::new();
+        for polyline in svg.split("<polyline").skip(1) {
+            let Some(points) = polyline
+                .split("points=\"")
+                .nth(1)
+                .and_then(|p| p.split('"').next())
+            else {
+                continue;
+            };
+            let ys: Vec<i32> = points
+                .split_whitespace()
+                .filter_map(|xy| xy.split(',').nth(1)?.parse::<f64>().ok())
+                .map(|y| y.round() as i32)
+                .collect();
+            if ys.len() >= 2 && ys[0] > top && ys.iter().all(|&y| y == ys[0]) {
+                *rows.entry(ys[0]).or_default() += 1;
+            }
+        }
+        rows.into_values().collect()
+    }
+
     #[test]
     fn lines_and_bars_draw_with_legends() {
         let dir = tempfile::tempdir().unwrap();
@@ -685,7 +730,14 @@ mod tests {
             &p,
         )
         .unwrap();
-        assert!(is_svg_with(&p.with_extension("svg"), "AdaLoRA"));
+        let svg = p.with_extension("svg");
+        assert!(is_svg_with(&svg, "AdaLoRA"));
+        // The legend strip (below the 520-pixel chart): one stroke for the solid LoRA line,
+        // dashes for the dashed AdaLoRA line.
+        let strokes = legend_stroke_counts(&std::fs::read_to_string(&svg).unwrap(), 520);
+        assert_eq!(strokes.len(), 2, "{strokes:?}");
+        assert_eq!(strokes[0], 1, "solid series: {strokes:?}");
+        assert!(strokes[1] >= 3, "dashed series: {strokes:?}");
         let groups = vec!["rte".to_string(), "mrpc".to_string()];
         let bars = vec![
             ("LoRA".to_string(), vec![Some((70.0, 1.0)), None]),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use adalora_plots::{save, GroupedBars, LinePlot, RankHeatmap, Series};
 use adalora_train::io::RunDir;
-use adalora_train::MethodKind;
+use adalora_train::Method;
 use anyhow::Context;
 
 use crate::report::{pairs, rank_grid, Study};
@@ -268,7 +268,7 @@ pub fn sweep_figures_of(study: &Study, kind: Kind, out: &Path) -> anyhow::Result
         }
     }
     for e in &study.entries {
-        if e.run.config.method == MethodKind::Adalora {
+        if e.run.config.method == Method::AdaLora {
             let dir = &e.run.dir;
             if kind.wants(Kind::Heatmap) {
                 written.extend(run_heatmap(dir, &dir.join("rank_pattern.png"))?);
@@ -322,7 +322,7 @@ fn metric_vs_budget(study: &Study, task: &str, out: &Path) -> anyhow::Result<Vec
             continue;
         };
         metric = run.summary.main_metric.clone();
-        let method = if run.config.method == MethodKind::Lora {
+        let method = if run.config.method == Method::Lora {
             "LoRA"
         } else {
             "AdaLoRA"
@@ -334,7 +334,7 @@ fn metric_vs_budget(study: &Study, task: &str, out: &Path) -> anyhow::Result<Vec
         lines
             .entry(name)
             .or_default()
-            .push((rank, 100.0 * c.mean, 100.0 * c.std));
+            .push((rank, 100.0 * c.mean, 100.0 * c.error_bar()));
     }
     if lines.values().all(|v| v.len() < 2) {
         return Ok(Vec::new());
@@ -378,7 +378,11 @@ fn equal_budget_bars(study: &Study, tasks: &[String], out: &Path) -> anyhow::Res
             }
             let vals = tasks
                 .iter()
-                .map(|t| study.cell(g, t).map(|c| (100.0 * c.mean, 100.0 * c.std)))
+                .map(|t| {
+                    study
+                        .cell(g, t)
+                        .map(|c| (100.0 * c.mean, 100.0 * c.error_bar()))
+                })
                 .collect();
             series.push((g.clone(), vals));
         }

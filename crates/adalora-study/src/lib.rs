@@ -6,6 +6,7 @@
 //! job array); [`report`] turns the finished runs
 //! into a Table-1-style report and [`figures`] into the paper's figures.
 
+pub mod estimate;
 pub mod executor;
 pub mod figures;
 pub mod manifest;

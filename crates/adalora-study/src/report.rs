@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use adalora_train::io::atomic_write;
-use adalora_train::MethodKind;
+use adalora_train::Method;
 
 use crate::manifest::{Row, Status, SweepDir};
-use crate::runs::{LayerGrid, RunRecord};
+use crate::runs::{LayerGrid, MetricAt, RunRecord};
 
 /// Settings the row label already shows, or that are averaged / selected over.
 const NOT_A_ROW_KEY: [&str; 8] = [
@@ -38,6 +38,8 @@ pub struct Study {
     pub entries: Vec<Entry>,
     /// Rows not finished (pending, running, failed).
     pub unfinished: usize,
+    /// Which dev evaluation of each run the cells use.
+    pub at: MetricAt,
 }
 
 fn settings_map(row: &Row) -> BTreeMap<String, String> {
@@ -74,8 +76,8 @@ impl Study {
             }
             let run = RunRecord::read(&sweep.run_path(row))?;
             let other = match run.config.method {
-                MethodKind::Lora => "adalora.",
-                MethodKind::Adalora => "lora.",
+                Method::Lora => "adalora.",
+                Method::AdaLora => "lora.",
                 _ => "\u{0}",
             };
             let extras: Vec<String> = varying
@@ -102,7 +104,13 @@ impl Study {
             name: m.name.clone(),
             unfinished: m.rows.len() - entries.len(),
             entries,
+            at: MetricAt::default(),
         })
+    }
+
+    /// The same study read at another evaluation (`report --final`).
+    pub fn at(self, at: MetricAt) -> Self {
+        Study { at, ..self }
     }
 
     /// Table rows in first-appearance order.
@@ -142,27 +150,43 @@ impl Study {
         }
         by_lr
             .into_values()
-            .map(Cell::of)
+            .map(|runs| Cell::of(runs, self.at))
             .max_by(|a, b| a.mean.total_cmp(&b.mean))
     }
 }
 
-/// Mean ± sample standard deviation of a cell's seeds.
+/// Mean ± sample standard deviation of a cell's seeds (no spread for one seed).
 #[derive(Clone, Debug)]
 pub struct Cell<'a> {
     pub runs: Vec<&'a Entry>,
+    pub at: MetricAt,
     pub mean: f64,
-    pub std: f64,
+    pub std: Option<f64>,
 }
 
 impl<'a> Cell<'a> {
-    fn of(runs: Vec<&'a Entry>) -> Self {
+    fn of(runs: Vec<&'a Entry>, at: MetricAt) -> Self {
         let values: Vec<f64> = runs
             .iter()
-            .map(|e| e.run.main_value().unwrap_or(f64::NAN))
+            .map(|e| e.run.main_value(at).unwrap_or(f64::NAN))
             .collect();
         let (mean, std) = mean_std(&values);
-        Cell { runs, mean, std }
+        Cell {
+            runs,
+            at,
+            mean,
+            std,
+        }
+    }
+
+    /// The same runs at another evaluation (the CSV lists best and final side by side).
+    pub fn at(&self, at: MetricAt) -> Cell<'a> {
+        Cell::of(self.runs.clone(), at)
+    }
+
+    /// Half-width of an error bar: the spread, or none for a single seed.
+    pub fn error_bar(&self) -> f64 {
+        self.std.unwrap_or(0.0)
     }
 
     pub fn lr(&self) -> f64 {
@@ -173,23 +197,34 @@ impl<'a> Cell<'a> {
     pub fn by_seed(&self) -> BTreeMap<u64, f64> {
         self.runs
             .iter()
-            .map(|e| (e.run.config.seed, e.run.main_value().unwrap_or(f64::NAN)))
+            .map(|e| {
+                (
+                    e.run.config.seed,
+                    e.run.main_value(self.at).unwrap_or(f64::NAN),
+                )
+            })
             .collect()
     }
 }
 
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation; the spread of fewer than two values is undefined.
+pub fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
     if v.is_empty() {
-        return (f64::NAN, f64::NAN);
+        return (f64::NAN, None);
     }
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
-    let std = if v.len() > 1 {
-        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
+    let std = (v.len() > 1)
+        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
     (mean, std)
+}
+
+/// "73.89 ± 1.20 (n=3)", or "73.89 (n=1)" where one seed has no spread.
+fn mean_spread(mean: String, std: Option<f64>, n: usize) -> String {
+    match std {
+        Some(s) => format!("{mean} ± {} (n={n})", pct(s)),
+        None => format!("{mean} (n={n})"),
+    }
 }
 
 /// Scores are shown ×100, as in the paper.
@@ -246,11 +281,11 @@ pub fn pairs(study: &Study) -> Vec<Pair> {
     let extras = |g: &str| g.split_once(" (").map(|(_, x)| x.to_string());
     let mut out = Vec::new();
     for l in &groups {
-        let Some(le) = first(l).filter(|e| e.run.config.method == MethodKind::Lora) else {
+        let Some(le) = first(l).filter(|e| e.run.config.method == Method::Lora) else {
             continue;
         };
         for a in &groups {
-            let Some(ae) = first(a).filter(|e| e.run.config.method == MethodKind::Adalora) else {
+            let Some(ae) = first(a).filter(|e| e.run.config.method == Method::AdaLora) else {
                 continue;
             };
             if let (Some(lr), Some(ar)) = (le.run.mean_final_rank(), ae.run.mean_final_rank()) {
@@ -268,7 +303,11 @@ pub fn pairs(study: &Study) -> Vec<Pair> {
 }
 
 /// AdaLoRA − LoRA on the seeds both have: mean ± std of the paired differences.
-pub fn pair_difference(study: &Study, pair: &Pair, task: &str) -> Option<(f64, f64, usize)> {
+pub fn pair_difference(
+    study: &Study,
+    pair: &Pair,
+    task: &str,
+) -> Option<(f64, Option<f64>, usize)> {
     let l = study.cell(&pair.lora, task)?.by_seed();
     let a = study.cell(&pair.adalora, task)?.by_seed();
     let diffs: Vec<f64> = a
@@ -300,11 +339,22 @@ pub fn markdown(study: &Study) -> String {
     let _ = writeln!(md, "# Sweep `{}`\n", study.name);
     let _ = writeln!(
         md,
-        "Each cell: the task's main metric on the (first) dev split at the end of training, ×100, \
-         mean ± sample std over seeds (n = seeds). Each method's learning rate is chosen per \
-         cell from the sweep's grid by the mean dev metric (the paper's protocol; the CSV \
-         lists it). Best mean per column in bold. # Params = trainable parameters as trained \
-         (AdaLoRA counts its initial rank). {} finished runs{}.\n",
+        "Each cell: the task's main metric on the (first) dev split {}, ×100, mean ± sample \
+         std over seeds (n = seeds; one seed has no spread). Each method's learning rate is \
+         chosen per cell from the sweep's grid by the mean dev metric (the paper's protocol; \
+         the CSV lists it, and both the best and the final metric). Best mean per column in \
+         bold. # Params = trainable parameters as trained (AdaLoRA counts its initial rank). \
+         {} finished runs{}.\n",
+        match study.at {
+            MetricAt::Best => {
+                "at the run's best evaluation (the paper's Table 1 gives \"GLUE dev, mean of 5 \
+                 seeds\" without saying which checkpoint; AdaLoRA's run_glue, like LoRA's, \
+                 evaluates during training, and LoRA's paper reports each run's best epoch; \
+                 `adalora report --final` uses the end of training)"
+            }
+            MetricAt::Final =>
+                "at the end of training (`adalora report` without --final uses the best evaluation)",
+        },
         study.entries.len(),
         if study.unfinished > 0 {
             format!(", {} not finished (not shown)", study.unfinished)
@@ -351,7 +401,7 @@ pub fn markdown(study: &Study) -> String {
             match cells.get(&(g.clone(), t.clone())) {
                 Some(c) => {
                     means.push(c.mean);
-                    let text = format!("{} ± {} (n={})", pct(c.mean), pct(c.std), c.runs.len());
+                    let text = mean_spread(pct(c.mean), c.std, c.runs.len());
                     line.push(if c.mean == best[t] {
                         format!("**{text}**")
                     } else {
@@ -391,7 +441,7 @@ pub fn markdown(study: &Study) -> String {
             ];
             for t in &tasks {
                 line.push(match pair_difference(study, p, t) {
-                    Some((m, s, n)) => format!("{:+.2} ± {} (n={n})", 100.0 * m, pct(s)),
+                    Some((m, s, n)) => mean_spread(format!("{:+.2}", 100.0 * m), s, n),
                     None => "-".into(),
                 });
             }
@@ -458,9 +508,12 @@ pub fn csv_text(study: &Study) -> anyhow::Result<String> {
         "metric",
         "lr",
         "n",
+        "at",
         "mean",
         "std",
         "values_by_seed",
+        "best_mean",
+        "final_mean",
     ])?;
     for g in study.groups() {
         for t in study.tasks() {
@@ -484,9 +537,12 @@ pub fn csv_text(study: &Study) -> anyhow::Result<String> {
                 first.summary.main_metric.clone(),
                 format!("{:e}", c.lr()),
                 c.runs.len().to_string(),
+                c.at.name().to_string(),
                 format!("{:.6}", c.mean),
-                format!("{:.6}", c.std),
+                c.std.map_or(String::new(), |s| format!("{s:.6}")),
                 seeds.join(" "),
+                format!("{:.6}", c.at(MetricAt::Best).mean),
+                format!("{:.6}", c.at(MetricAt::Final).mean),
             ])?;
         }
     }
@@ -509,4 +565,149 @@ pub fn write_all(sweep: &SweepDir) -> anyhow::Result<()> {
         figures.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::{RankPattern, RunSummary};
+    use adalora_train::RunConfig;
+    use std::path::PathBuf;
+
+    /// A finished run of `task` whose dev accuracy was `best` at its best evaluation and
+    /// `last` at the end; total rank 4 over two matrices (LoRA r=2 or AdaLoRA 12→8).
+    fn entry(method: Method, seed: u64, best: f64, last: f64) -> Entry {
+        let mut config = RunConfig {
+            method,
+            seed,
+            ..RunConfig::default()
+        };
+        config.lora.r = 2;
+        let summary = RunSummary {
+            task: "rte".into(),
+            main_metric: "accuracy".into(),
+            final_metrics: BTreeMap::from([(
+                "dev".to_string(),
+                BTreeMap::from([("accuracy".to_string(), last)]),
+            )]),
+            best_metrics: BTreeMap::from([("accuracy".to_string(), best)]),
+            best_step: Some(10),
+            trainable_params: 100,
+            final_total_rank: Some(4),
+            train_seconds: 1.0,
+            train_examples_per_second: 1.0,
+        };
+        let pattern = (method == Method::AdaLora).then(|| RankPattern {
+            step: 20,
+            budget: 4,
+            total_rank: 4,
+            modules: vec![(0, "query".into(), 3), (0, "value".into(), 1)],
+        });
+        let run = RunRecord {
+            dir: PathBuf::new(),
+            summary,
+            config,
+            pattern,
+        };
+        Entry {
+            row: Row {
+                index: 0,
+                hash: String::new(),
+                label: String::new(),
+                settings: Vec::new(),
+                status: Status::Done,
+                run_dir: String::new(),
+                wall_seconds: 1.0,
+                attempts: 1,
+                error: None,
+                claim: None,
+                executor: BTreeMap::new(),
+            },
+            group: run.method_label(),
+            run,
+        }
+    }
+
+    fn study(entries: Vec<Entry>) -> Study {
+        Study {
+            name: "t".into(),
+            entries,
+            unfinished: 0,
+            at: MetricAt::default(),
+        }
+    }
+
+    fn line_of<'a>(md: &'a str, start: &str) -> &'a str {
+        md.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in\n{md}"))
+    }
+
+    #[test]
+    fn one_seed_has_no_spread_in_the_table_the_pairs_or_the_csv() {
+        let s = study(vec![
+            entry(Method::Lora, 1, 0.70, 0.70),
+            entry(Method::AdaLora, 1, 0.75, 0.75),
+        ]);
+        let md = markdown(&s);
+        assert!(
+            line_of(&md, "| LoRA r=2 |").contains("| 70.00 (n=1) |"),
+            "{md}"
+        );
+        assert!(
+            line_of(&md, "| AdaLoRA 12→8 |").contains("| **75.00 (n=1)** |"),
+            "{md}"
+        );
+        let pair = line_of(&md, "| 2.00 | LoRA r=2 |");
+        assert!(pair.ends_with("| +5.00 (n=1) |"), "{md}");
+        assert!(!md.contains("± 0.00"), "{md}");
+        let csv = csv_text(&s).unwrap();
+        let std_column = csv
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .position(|c| c == "std");
+        for line in csv.lines().skip(1) {
+            assert_eq!(line.split(',').nth(std_column.unwrap()), Some(""), "{csv}");
+        }
+    }
+
+    #[test]
+    fn two_seeds_show_their_spread() {
+        let s = study(vec![
+            entry(Method::Lora, 1, 0.70, 0.70),
+            entry(Method::Lora, 2, 0.72, 0.72),
+        ]);
+        let md = markdown(&s);
+        assert!(
+            line_of(&md, "| LoRA r=2 |").contains("**71.00 ± 1.41 (n=2)**"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn cells_use_the_best_evaluation_unless_final_is_asked_for() {
+        let runs = || vec![entry(Method::Lora, 1, 0.80, 0.60)];
+        let best = markdown(&study(runs()));
+        assert!(
+            line_of(&best, "| LoRA r=2 |").contains("80.00 (n=1)"),
+            "{best}"
+        );
+        assert!(best.contains("best evaluation"), "{best}");
+        let last = markdown(&study(runs()).at(MetricAt::Final));
+        assert!(
+            line_of(&last, "| LoRA r=2 |").contains("60.00 (n=1)"),
+            "{last}"
+        );
+        assert!(last.contains("at the end of training"), "{last}");
+        let csv = csv_text(&study(runs())).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+        let col = |name: &str| row[header.iter().position(|c| *c == name).unwrap()];
+        assert_eq!(
+            (col("at"), col("best_mean"), col("final_mean")),
+            ("best", "0.800000", "0.600000")
+        );
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::io::{read_json, RunDir};
-use adalora_train::{MethodKind, RunConfig};
+use adalora_train::{Method, RunConfig};
 use anyhow::Context;
 use serde::Deserialize;
 
@@ -184,10 +184,35 @@ pub struct RunSummary {
     pub task: String,
     pub main_metric: String,
     pub final_metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Metrics of the evaluation with the best main metric on the first dev split (absent in
+    /// summaries written before the trainer kept them).
+    #[serde(default)]
+    pub best_metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub best_step: Option<usize>,
     pub trainable_params: usize,
     pub final_total_rank: Option<usize>,
     pub train_seconds: f64,
     pub train_examples_per_second: f64,
+}
+
+/// Which dev evaluation of a run a report reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricAt {
+    /// The best evaluation of the run on its first dev split (what the paper's tables report).
+    #[default]
+    Best,
+    /// The evaluation at the end of training.
+    Final,
+}
+
+impl MetricAt {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricAt::Best => "best",
+            MetricAt::Final => "final",
+        }
+    }
 }
 
 /// Everything a report needs about one finished run.
@@ -218,12 +243,13 @@ impl RunRecord {
         })
     }
 
-    /// The main metric on the first dev split, at the end of training.
-    pub fn main_value(&self) -> Option<f64> {
-        self.summary
-            .final_metrics
-            .values()
-            .next()
+    /// The main metric on the first dev split, at its best evaluation or at the end of training.
+    pub fn main_value(&self, at: MetricAt) -> Option<f64> {
+        let metrics = match at {
+            MetricAt::Best => Some(&self.summary.best_metrics),
+            MetricAt::Final => self.summary.final_metrics.values().next(),
+        };
+        metrics
             .and_then(|m| m.get(&self.summary.main_metric))
             .copied()
     }
@@ -233,10 +259,10 @@ impl RunRecord {
         match (&self.pattern, self.config.method) {
             (Some(p), _) => Some(p.modules.len()),
             // A fixed pattern lists every matrix of the AdaLoRA run it came from, rank 0 included.
-            (None, MethodKind::Lora) if !self.config.lora.rank_pattern.is_empty() => {
+            (None, Method::Lora) if !self.config.lora.rank_pattern.is_empty() => {
                 Some(self.config.lora.rank_pattern.len())
             }
-            (None, MethodKind::Lora) => self
+            (None, Method::Lora) => self
                 .summary
                 .final_total_rank
                 .map(|t| t / self.config.lora.r.max(1)),
@@ -256,19 +282,19 @@ impl RunRecord {
     pub fn method_label(&self) -> String {
         let c = &self.config;
         match c.method {
-            MethodKind::Lora if !c.lora.rank_pattern.is_empty() => {
+            Method::Lora if !c.lora.rank_pattern.is_empty() => {
                 format!(
                     "LoRA fixed pattern (total {})",
                     c.lora.rank_pattern.values().sum::<usize>()
                 )
             }
-            MethodKind::Lora => format!("LoRA r={}", c.lora.r),
-            MethodKind::Adalora => match c.adalora.target_total_rank {
+            Method::Lora => format!("LoRA r={}", c.lora.r),
+            Method::AdaLora => match c.adalora.target_total_rank {
                 Some(t) => format!("AdaLoRA {}→b(T)={t}", c.adalora.init_r),
                 None => format!("AdaLoRA {}→{}", c.adalora.init_r, c.adalora.target_r),
             },
-            MethodKind::Full => "Full FT".into(),
-            MethodKind::Bitfit => "BitFit".into(),
+            Method::Full => "Full FT".into(),
+            Method::BitFit => "BitFit".into(),
         }
     }
 }

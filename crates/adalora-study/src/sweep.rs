@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use adalora_train::io::read_json;
 use adalora_train::RunConfig;
 
+use crate::estimate::{self, BenchStep};
 use crate::runs::RunSummary;
 use anyhow::Context;
 
@@ -16,8 +17,8 @@ use crate::slurm::{SlurmExecutor, SlurmOptions};
 use crate::spec::{PlannedRun, SweepSpec};
 
 /// Training throughput of one process with one BLAS thread on the 2-core development machine
-/// (README: MiniLM, batch 16, max length 64), used by `--dry-run` until the sweep has finished
-/// runs of its own to measure.
+/// (README: MiniLM, batch 16, max length 64): `--dry-run`'s last resort, used only when there is
+/// neither a benchmark row of the run's method nor a finished run of the sweep to measure.
 pub const FALLBACK_EXAMPLES_PER_SECOND: f64 = 14.0;
 
 #[derive(Clone, Debug)]
@@ -29,6 +30,9 @@ pub struct SweepOptions {
     pub threads_per_job: Option<usize>,
     pub retry_failed: bool,
     pub dry_run: bool,
+    /// `--dry-run`'s step times: a CSV of `adalora bench` (default: the newest
+    /// `results/bench/*/summary.csv`).
+    pub bench_csv: Option<PathBuf>,
     /// Run only this row (the unit of work of every executor).
     pub run_index: Option<usize>,
     /// Print the manifest's state and exit.
@@ -275,17 +279,40 @@ fn measured_throughput(sweep: &SweepDir) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
+/// The benchmark `--dry-run` estimates from: the file given, else the newest committed one.
+fn bench_steps(opts: &SweepOptions) -> anyhow::Result<Option<(PathBuf, Vec<BenchStep>)>> {
+    let Some(path) = opts
+        .bench_csv
+        .clone()
+        .or_else(|| estimate::newest_bench_summary(Path::new(".")))
+    else {
+        return Ok(None);
+    };
+    let steps = estimate::read_bench_steps(&path)?;
+    Ok(Some((path, steps)))
+}
+
+/// Where a run's estimate came from, shown in the plan's `from` column.
+enum Basis<'a> {
+    /// A benchmark row, scaled.
+    Bench(&'a BenchStep),
+    /// Examples per second when no benchmark row fits: the sweep's own runs or the fixed guess.
+    Throughput,
+}
+
 fn print_plan(
     spec: &SweepSpec,
     runs: &[PlannedRun],
     sweep: &SweepDir,
     opts: &SweepOptions,
 ) -> anyhow::Result<()> {
-    let (rate, source) = match measured_throughput(sweep) {
-        Some(r) => (r, "median of this sweep's finished runs"),
+    let bench = bench_steps(opts)?;
+    let steps_of_bench = bench.as_ref().map_or(&[][..], |(_, s)| s.as_slice());
+    let (rate, rate_source) = match measured_throughput(sweep) {
+        Some(r) => (r, "median of this sweep's finished runs".to_string()),
         None => (
             FALLBACK_EXAMPLES_PER_SECOND,
-            "README measurement, 1 thread, MiniLM batch 16",
+            "a fixed guess (README: 1 thread, MiniLM, batch 16 × 64), not a measurement".into(),
         ),
     };
     let done: BTreeMap<String, Status> = sweep
@@ -302,23 +329,62 @@ fn print_plan(
     );
     let varying = varying_settings(runs);
     println!(
-        "{:>4}  {:<36} {:>7} {:>9}  {:<8} settings that vary",
-        "#", "run", "steps", "est. s", "state"
+        "{:>4}  {:<36} {:>7} {:>9} {:<6}  {:<8} settings that vary",
+        "#", "run", "steps", "est. s", "from", "state"
     );
     let mut total = 0.0;
     let mut problems = Vec::new();
+    let mut used: Vec<&BenchStep> = Vec::new();
+    let mut used_throughput = false;
     for (i, r) in runs.iter().enumerate() {
         let state = done.get(&r.hash).copied().map(status_name).unwrap_or("new");
-        let (steps, seconds) = match steps_of(&r.config, &mut sizes) {
+        let cfg = &r.config;
+        let scale = estimate::model_scale(cfg).unwrap_or_else(|e| {
+            problems.push(format!(
+                "run {i} ({}): {e:#}; model size not scaled",
+                r.label
+            ));
+            1.0
+        });
+        let basis = match estimate::estimate_step(
+            steps_of_bench,
+            cfg.method.name(),
+            cfg.train.batch_size,
+            cfg.train.max_seq_len,
+            scale,
+        ) {
+            Some(e) => (e.seconds_per_step, Basis::Bench(e.from)),
+            None => (cfg.train.batch_size as f64 / rate, Basis::Throughput),
+        };
+        let from = match basis.1 {
+            Basis::Bench(row) => {
+                let k = used
+                    .iter()
+                    .position(|u| std::ptr::eq(*u, row))
+                    .unwrap_or_else(|| {
+                        used.push(row);
+                        used.len() - 1
+                    });
+                format!("[b{}]", k + 1)
+            }
+            Basis::Throughput => {
+                used_throughput = true;
+                "[r]".into()
+            }
+        };
+        let (steps, seconds) = match steps_of(cfg, &mut sizes) {
             Ok(steps) => {
-                let seconds = (steps * r.config.train.batch_size) as f64 / rate;
+                let seconds = steps as f64 * basis.0;
                 if state != "done" {
                     total += seconds;
                 }
                 (steps.to_string(), format!("{seconds:.0}"))
             }
             Err(e) => {
-                problems.push(format!("run {i} ({}): {e:#}", r.label));
+                problems.push(format!(
+                    "run {i} ({}): cannot load its data: {e:#}",
+                    r.label
+                ));
                 ("?".into(), "?".into())
             }
         };
@@ -328,21 +394,42 @@ fn print_plan(
             .filter(|o| varying.iter().any(|k| o.starts_with(&format!("{k}="))))
             .collect();
         println!(
-            "{i:>4}  {:<36} {steps:>7} {seconds:>9}  {state:<8} {}",
+            "{i:>4}  {:<36} {steps:>7} {seconds:>9} {from:<6}  {state:<8} {}",
             r.label,
             shown.join(" ")
         );
     }
     for p in &problems {
-        println!("cannot load the data of {p}");
+        println!("{p}");
+    }
+    match &bench {
+        Some((path, _)) => println!("step times from the benchmark {}:", path.display()),
+        None => println!(
+            "no benchmark: no --bench-csv given and no results/bench/*/summary.csv here \
+             (`adalora bench --csv FILE` measures one)"
+        ),
+    }
+    for (k, row) in used.iter().enumerate() {
+        println!(
+            "  [b{}] {}: train_step {} {}x{}, median {:.2} s/step, scaled to each run's \
+             batch × max_seq_len and model size",
+            k + 1,
+            row.source,
+            row.method,
+            row.batch,
+            row.seq,
+            row.seconds
+        );
+    }
+    if used_throughput {
+        println!("  [r] no benchmark row of the run's method: {rate:.1} examples/s, {rate_source}");
     }
     let jobs = opts.jobs.max(1) as f64;
     println!(
-        "estimated time of the runs left: {:.1} min with -j {} ({:.1} examples/s per run: {source}; \
-         evaluation not included)",
+        "estimated time of the runs left: {:.1} min with -j {} (the benchmark's thread count \
+         and load may differ from this sweep's; evaluation not included)",
         total / jobs / 60.0,
         opts.jobs.max(1),
-        rate
     );
     Ok(())
 }

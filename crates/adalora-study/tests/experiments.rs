@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use adalora_study::SweepSpec;
-use adalora_train::MethodKind;
+use adalora_train::Method;
 
 fn expand(name: &str) -> Vec<adalora_study::PlannedRun> {
     // Paths inside run configurations (rank-pattern files) are relative to the repository root.
@@ -26,11 +26,11 @@ fn committed_sweeps_expand_to_the_planned_grids() {
         assert_eq!(c.train.max_train_examples, Some(2000), "states its subset");
         match c.method {
             // Matched final budgets, AdaLoRA starting at 1.5× the target.
-            MethodKind::Adalora => {
+            Method::AdaLora => {
                 assert_eq!(2 * c.adalora.init_r, 3 * c.adalora.target_r);
                 assert!(c.lr() >= 2e-3);
             }
-            MethodKind::Lora => assert!([2, 8].contains(&c.lora.r) && c.lr() <= 1e-3),
+            Method::Lora => assert!([2, 8].contains(&c.lora.r) && c.lr() <= 1e-3),
             other => panic!("unexpected method {other:?}"),
         }
     }
@@ -54,10 +54,7 @@ fn committed_sweeps_expand_to_the_planned_grids() {
         pattern.config.lora.rank_pattern.values().sum::<usize>(),
         288
     );
-    assert!(
-        parts
-            .iter()
-            .any(|r| r.config.adalora.orth_reg_weight == 0.0
-                && r.config.method == MethodKind::Adalora)
-    );
+    assert!(parts
+        .iter()
+        .any(|r| r.config.adalora.orth_reg_weight == 0.0 && r.config.method == Method::AdaLora));
 }

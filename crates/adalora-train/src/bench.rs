@@ -28,8 +28,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::batch::forward_batch;
-use crate::config::{DeviceKind, MethodKind, RunConfig, Steps};
+use crate::config::{DeviceKind, RunConfig};
 use crate::trainer::{build_model, device_of, make_optimizer, train_step, Model};
+use adalora_core::{Method, Steps};
 
 /// `batch × seq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +69,7 @@ impl std::fmt::Display for Shape {
 pub struct BenchOptions {
     /// HF model folder; absent = the fetched all-MiniLM-L6-v2.
     pub model: Option<PathBuf>,
-    pub methods: Vec<MethodKind>,
+    pub methods: Vec<Method>,
     pub shapes: Vec<Shape>,
     /// Untimed steps (and forward passes) before the timed ones.
     pub warmup: usize,
@@ -173,7 +174,7 @@ const BUDGET_PHASE_STEPS: usize = 1_000_000;
 /// Reviews tokenized for the benchmark batches (cycled when a run needs more).
 const REVIEWS: usize = 2_000;
 
-fn bench_config(method: MethodKind, opts: &BenchOptions) -> RunConfig {
+fn bench_config(method: Method, opts: &BenchOptions) -> RunConfig {
     let mut cfg = RunConfig {
         method,
         model: opts.model.clone(),
@@ -382,7 +383,7 @@ fn bench_training<B: AutodiffBackend>(
 /// Eval throughput (examples/s) of the trained model: `base` for full FT (no adapters),
 /// `unmerged` and `merged` for LoRA / AdaLoRA.
 fn bench_eval<B: AutodiffBackend>(
-    method: MethodKind,
+    method: Method,
     label: &str,
     model: Model<B>,
     batches: &[Batch],
@@ -394,7 +395,7 @@ fn bench_eval<B: AutodiffBackend>(
     let inner_device: burn::tensor::Device<B::InnerBackend> = device_of(&inner);
     let _ = device;
     let variants = match method {
-        MethodKind::Lora | MethodKind::Adalora => {
+        Method::Lora | Method::AdaLora => {
             vec![
                 ("unmerged", inner.clone()),
                 ("merged", inner.merge_and_unload()),
@@ -500,7 +501,7 @@ mod tests {
     #[test]
     fn quantized_twin_is_the_same_workload_on_a_quantized_base() {
         let lora = RunConfig {
-            method: MethodKind::Lora,
+            method: Method::Lora,
             ..RunConfig::default()
         };
         let twin = quantized_twin(&lora, QuantConfig::qlora()).unwrap();
@@ -517,7 +518,7 @@ mod tests {
             ("lora".into(), "qlora".into())
         );
         let full = RunConfig {
-            method: MethodKind::Full,
+            method: Method::Full,
             ..RunConfig::default()
         };
         let err = format!(

@@ -5,80 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adalora_core::{AdaLoraConfig, OrthRegForm, QuantConfig, QuantType, ScoreKind, ScoreWeights};
+use adalora_core::{AdaLoraConfig, LoraConfig, Method, MethodConfig, QuantConfig, QuantType};
 use adalora_data::CustomTaskConfig;
 use adalora_model::TargetSpec;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::lr::Decay;
-
-/// Fine-tuning method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodKind {
-    /// Every parameter trainable.
-    Full,
-    /// Biases (and LayerNorm β) plus the head.
-    Bitfit,
-    Lora,
-    Adalora,
-}
-
-impl MethodKind {
-    pub fn parse(s: &str) -> anyhow::Result<Self> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "full" | "ft" | "full-ft" => MethodKind::Full,
-            "bitfit" => MethodKind::Bitfit,
-            "lora" => MethodKind::Lora,
-            "adalora" => MethodKind::Adalora,
-            other => bail!("unknown method {other:?}: expected full, bitfit, lora or adalora"),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MethodKind::Full => "full",
-            MethodKind::Bitfit => "bitfit",
-            MethodKind::Lora => "lora",
-            MethodKind::Adalora => "adalora",
-        }
-    }
-
-    /// Per-method default learning rate. AdaLoRA's λ starts at zero and learns slowly at
-    /// LoRA's rate (PEFT on MiniLM/MRPC: lr 5e-4 stays at the majority class, 2e-3 learns), so
-    /// its default is higher, as in the paper's Table 8 (5e-4 … 2.2e-3).
-    pub fn default_lr(self) -> f64 {
-        match self {
-            MethodKind::Full => 5e-5,
-            MethodKind::Bitfit => 1e-3,
-            MethodKind::Lora => 5e-4,
-            MethodKind::Adalora => 2e-3,
-        }
-    }
-}
-
-/// A step count, or a fraction of the run's total optimizer steps (`0 <= f < 1`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Steps {
-    Count(usize),
-    Fraction(f64),
-}
-
-impl Steps {
-    pub fn resolve(self, total: usize, name: &str) -> anyhow::Result<usize> {
-        match self {
-            Steps::Count(n) => Ok(n),
-            Steps::Fraction(f) if (0.0..1.0).contains(&f) => {
-                Ok((f * total as f64).round() as usize)
-            }
-            Steps::Fraction(f) => {
-                bail!("invalid setting {name} = {f}: a fraction of total_step must be in [0, 1)")
-            }
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,96 +28,33 @@ pub struct LoraSection {
     /// configuration is loaded, so the run's config.toml holds the ranks themselves).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rank_pattern_file: Option<PathBuf>,
+    /// The file `rank_pattern` was read from, for errors found once the model is known.
+    #[serde(skip)]
+    pub rank_pattern_source: Option<PathBuf>,
 }
 
 impl Default for LoraSection {
     fn default() -> Self {
+        let core = LoraConfig::new();
         LoraSection {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            use_rslora: false,
+            r: core.r,
+            alpha: core.alpha,
+            dropout: core.dropout,
+            use_rslora: core.use_rslora,
             rank_pattern: BTreeMap::new(),
             rank_pattern_file: None,
+            rank_pattern_source: None,
         }
     }
 }
 
 impl LoraSection {
-    pub fn to_core(&self) -> adalora_core::LoraConfig {
-        adalora_core::LoraConfig::new()
+    pub fn to_core(&self) -> LoraConfig {
+        LoraConfig::new()
             .with_r(self.r)
             .with_alpha(self.alpha)
             .with_dropout(self.dropout)
             .with_use_rslora(self.use_rslora)
-    }
-}
-
-/// AdaLoRA settings; `tinit`/`tfinal` may be fractions of total_step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdaLoraSection {
-    pub init_r: usize,
-    pub target_r: usize,
-    pub target_total_rank: Option<usize>,
-    pub alpha: f64,
-    pub dropout: f64,
-    pub tinit: Steps,
-    pub tfinal: Steps,
-    pub delta_t: usize,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub orth_reg_weight: f64,
-    pub orth_form: OrthRegForm,
-    pub score: ScoreKind,
-    pub score_weights: ScoreWeights,
-}
-
-impl Default for AdaLoraSection {
-    /// PEFT's values, except the schedule: the authors advise giving the budget phase about
-    /// half of the run (AdaLoRA#19); their GLUE scripts use tinit ≈ 0.1–0.17·T and
-    /// tfinal ≈ 0.45–0.5·T.
-    fn default() -> Self {
-        let core = AdaLoraConfig::default();
-        AdaLoraSection {
-            init_r: core.init_r,
-            target_r: core.target_r,
-            target_total_rank: None,
-            alpha: 16.0,
-            dropout: core.dropout,
-            tinit: Steps::Fraction(0.1),
-            tfinal: Steps::Fraction(0.4),
-            delta_t: 10,
-            beta1: core.beta1,
-            beta2: core.beta2,
-            orth_reg_weight: core.orth_reg_weight,
-            orth_form: core.orth_form,
-            score: core.score,
-            score_weights: core.score_weights,
-        }
-    }
-}
-
-impl AdaLoraSection {
-    pub fn to_core(&self, total_step: usize) -> anyhow::Result<AdaLoraConfig> {
-        let cfg = AdaLoraConfig {
-            init_r: self.init_r,
-            target_r: self.target_r,
-            target_total_rank: self.target_total_rank,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            tinit: self.tinit.resolve(total_step, "adalora.tinit")?,
-            tfinal: self.tfinal.resolve(total_step, "adalora.tfinal")?,
-            delta_t: self.delta_t,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            orth_reg_weight: self.orth_reg_weight,
-            orth_form: self.orth_form,
-            score: self.score,
-            score_weights: self.score_weights,
-        };
-        cfg.validate()?;
-        Ok(cfg)
     }
 }
 
@@ -290,7 +160,7 @@ pub struct RunConfig {
     /// `jsonl:PATH`, or `custom` (described by the `[custom]` table).
     pub task: String,
     pub custom: Option<CustomTaskConfig>,
-    pub method: MethodKind,
+    pub method: Method,
     /// Local HF model folder; absent = the fetched all-MiniLM-L6-v2.
     pub model: Option<PathBuf>,
     /// GLUE folder; absent = `$GLUE_DIR`.
@@ -307,7 +177,8 @@ pub struct RunConfig {
     /// Which dense layers get adapters (LoRA / AdaLoRA).
     pub target: TargetSpec,
     pub lora: LoraSection,
-    pub adalora: AdaLoraSection,
+    /// AdaLoRA settings; `tinit`/`tfinal` may be fractions of the run's total_step.
+    pub adalora: AdaLoraConfig,
     pub train: TrainSection,
 }
 
@@ -316,7 +187,7 @@ impl Default for RunConfig {
         RunConfig {
             task: "default".into(),
             custom: None,
-            method: MethodKind::Adalora,
+            method: Method::AdaLora,
             model: None,
             glue_dir: None,
             device: DeviceKind::Cpu,
@@ -331,7 +202,7 @@ impl Default for RunConfig {
                     .expect("valid default target"),
             ),
             lora: LoraSection::default(),
-            adalora: AdaLoraSection::default(),
+            adalora: AdaLoraConfig::default(),
             train: TrainSection::default(),
         }
     }
@@ -361,9 +232,27 @@ impl RunConfig {
         if let Some(file) = cfg.lora.rank_pattern_file.take() {
             cfg.lora.rank_pattern = read_rank_pattern(&file)
                 .with_context(|| format!("lora.rank_pattern_file ({origin})"))?;
+            cfg.lora.rank_pattern_source = Some(file);
         }
         cfg.validate().with_context(|| format!("in {origin}"))?;
         Ok(cfg)
+    }
+
+    /// The method and its settings for a run of `total_steps` optimizer steps (AdaLoRA's
+    /// `tinit`/`tfinal` fractions resolved against it): what injection and the PEFT files read.
+    pub fn method_config(&self, total_steps: usize) -> anyhow::Result<MethodConfig> {
+        let adalora = if self.method == Method::AdaLora {
+            self.adalora
+                .resolve(total_steps)
+                .context("invalid adalora settings")?
+        } else {
+            self.adalora.clone()
+        };
+        Ok(MethodConfig {
+            method: self.method,
+            lora: self.lora.to_core(),
+            adalora,
+        })
     }
 
     pub fn lr(&self) -> f64 {
@@ -392,8 +281,6 @@ impl RunConfig {
             ("train.bucket_batches", t.bucket_batches),
             ("train.max_train_examples", t.max_train_examples),
             ("train.max_eval_examples", t.max_eval_examples),
-            ("adalora.delta_t", Some(self.adalora.delta_t)),
-            ("adalora.init_r", Some(self.adalora.init_r)),
         ];
         for (name, v) in at_least_one {
             require(v != Some(0), name, 0, "must be at least 1")?;
@@ -421,7 +308,6 @@ impl RunConfig {
             |name: &str, v: f64| require((0.0..1.0).contains(&v), name, v, "must be in [0, 1)");
         unit("train.warmup_ratio", t.warmup_ratio)?;
         unit("lora.dropout", self.lora.dropout)?;
-        unit("adalora.dropout", self.adalora.dropout)?;
         if let Some(p) = t.classifier_dropout {
             unit("train.classifier_dropout", p)?;
         }
@@ -445,23 +331,18 @@ impl RunConfig {
                 "must be positive (omit it to disable clipping)",
             )?;
         }
-        for (name, alpha) in [
-            ("lora.alpha", self.lora.alpha),
-            ("adalora.alpha", self.adalora.alpha),
-        ] {
-            require(
-                alpha > 0.0 && alpha.is_finite(),
-                name,
-                alpha,
-                "must be a positive number",
-            )?;
-        }
-        if !self.lora.rank_pattern.is_empty() && self.method != MethodKind::Lora {
+        require(
+            self.lora.alpha > 0.0 && self.lora.alpha.is_finite(),
+            "lora.alpha",
+            self.lora.alpha,
+            "must be a positive number",
+        )?;
+        if !self.lora.rank_pattern.is_empty() && self.method != Method::Lora {
             bail!(
                 "invalid setting lora.rank_pattern: a fixed rank pattern applies to method = \"lora\" only"
             );
         }
-        if self.method == MethodKind::Lora {
+        if self.method == Method::Lora {
             require(
                 self.lora.r > 0,
                 "lora.r",
@@ -469,14 +350,13 @@ impl RunConfig {
                 "a LoRA rank must be at least 1",
             )?;
         }
-        if self.method == MethodKind::Adalora {
-            // Fractions and the schedule are checked once total_step is known.
-            self.adalora
-                .to_core(1_000_000)
-                .context("invalid adalora settings")?;
-        }
+        // Every AdaLoRA setting is range-checked whatever the method (a typo'd table is still
+        // an error); the schedule once total_step is known.
+        self.adalora
+            .validate()
+            .context("invalid adalora settings")?;
         if let Some(q) = self.quant_config() {
-            if matches!(self.method, MethodKind::Full | MethodKind::Bitfit) {
+            if self.method.trains_base() {
                 bail!(
                     "invalid setting quantize = \"{}\" with method = \"{}\": a quantized base is \
                      frozen, but {} trains the base weights; use lora or adalora (QLoRA), or drop \
@@ -586,6 +466,7 @@ fn parse_value(raw: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adalora_core::Steps;
 
     #[test]
     fn overrides_reach_every_section_and_typos_fail() {
@@ -602,7 +483,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(cfg.method, MethodKind::Lora);
+        assert_eq!(cfg.method, Method::Lora);
         assert_eq!(cfg.lora.r, 4);
         assert_eq!(cfg.lr(), 1e-3);
         assert_eq!(cfg.adalora.tinit, Steps::Fraction(0.2));
@@ -652,10 +533,24 @@ mod tests {
     #[test]
     fn fractions_resolve_against_total_steps() {
         let cfg = RunConfig::default();
-        let core = cfg.adalora.to_core(1000).unwrap();
-        assert_eq!((core.tinit, core.tfinal), (100, 400));
+        let core = cfg.method_config(1000).unwrap().adalora;
+        assert_eq!(
+            (core.tinit, core.tfinal),
+            (Steps::Count(100), Steps::Count(400))
+        );
+        assert_eq!(core.total_step, Some(1000));
         assert!(Steps::Fraction(1.5).resolve(10, "x").is_err());
         assert_eq!(RunConfig::default().lr(), 2e-3);
+    }
+
+    /// `total_step` is derived from the data, never a setting (the README says so).
+    #[test]
+    fn total_step_is_not_a_setting() {
+        let err = RunConfig::load(None, &["adalora.total_step=100".into()]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `total_step`"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ mod tests {
         let adalora_model::AnyClassifier::Bert(model) = model else {
             panic!("tiny-bert is a BERT")
         };
-        let method = adalora_model::Method::AdaLora(adalora_core::AdaLoraConfig {
+        let method = adalora_core::MethodConfig::adalora(adalora_core::AdaLoraConfig {
             init_r: 2,
             target_r: 1,
             ..Default::default()

@@ -7,6 +7,7 @@
 //! features the CLI offers besides training (sentence embeddings: [`encode`]). The CLI talks to
 //! this crate only; the model seam is fed from data batches in [`batch`].
 
+pub mod adalora;
 pub mod batch;
 pub mod bench;
 pub mod clip;
@@ -23,9 +24,9 @@ pub mod peft;
 pub mod task;
 pub mod trainer;
 
-pub use adalora_core::{BudgetSchedule, QuantConfig, QuantType};
+pub use adalora_core::{BudgetSchedule, Method, QuantConfig, QuantType};
 pub use adalora_model::resolve_model_dir;
-pub use config::{MethodKind, RunConfig};
+pub use config::RunConfig;
 
 /// The CPU backend every command trains on (and its inference half for eval/merge/predict):
 /// burn-flex (pure Rust: the `gemm` crate's AVX-512/AVX2 kernels, rayon), with the project's

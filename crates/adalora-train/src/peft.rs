@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use adalora_core::{
-    AdaLoraConfig, AdaptedLinear, BaseLinear, LoraConfig, QuantConfig, RankPattern,
-    SvdAdapterConfig,
+    AdaLoraConfig, AdaptedLinear, BaseLinear, LoraConfig, Method, MethodConfig, QuantConfig,
+    RankPattern, Steps, SvdAdapterConfig,
 };
 use adalora_model::family::load_head_from;
 use adalora_model::loader::Checkpoint;
@@ -29,14 +29,6 @@ const PREFIX: &str = "base_model.model.";
 const QUANT_KEY: &str = "quantization";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
-
-/// What kind of adapter a folder holds, with the settings needed to rebuild it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AdapterKind {
-    Lora(LoraConfig),
-    /// The AdaLoRA settings and the run's total_step (PEFT requires it in the config).
-    AdaLora(AdaLoraConfig, usize),
-}
 
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
@@ -83,11 +75,18 @@ fn select<B: Backend>(t: Tensor<B, 2>, dim: usize, keep: &[usize]) -> Tensor<B, 
 /// `pattern` is the AdaLoRA rank pattern (one mask per SVD adapter, in structural order).
 pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     model: &M,
-    kind: &AdapterKind,
+    method: &MethodConfig,
     pattern: Option<&RankPattern>,
     base_model: Option<&str>,
     dir: &Path,
 ) -> anyhow::Result<()> {
+    if !method.method.has_adapters() {
+        bail!(
+            "{}: method {} has no adapter to save in PEFT's layout",
+            dir.display(),
+            method.method
+        );
+    }
     let family = model.family();
     let encoder = family.prefix();
     let slots = model.slots();
@@ -172,8 +171,9 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
         // trained on.
         obj.insert(QUANT_KEY.into(), serde_json::to_value(q)?);
     }
-    match kind {
-        AdapterKind::Lora(l) => {
+    match method.method {
+        Method::Lora => {
+            let l = &method.lora;
             obj.insert("peft_type".into(), json!("LORA"));
             obj.insert("r".into(), json!(l.r));
             obj.insert("lora_alpha".into(), json!(l.alpha));
@@ -188,15 +188,20 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
             obj.insert("rank_pattern".into(), Value::Object(pattern));
             obj.insert("alpha_pattern".into(), json!({}));
         }
-        AdapterKind::AdaLora(a, total_step) => {
+        Method::AdaLora => {
+            let a = &method.adalora;
+            let total_step = a
+                .total_step
+                .context("AdaLoRA settings without total_step")?;
+            let (tinit, tfinal) = a.warmups(total_step)?;
             obj.insert("peft_type".into(), json!("ADALORA"));
             obj.insert("r".into(), json!(8));
             obj.insert("init_r".into(), json!(a.init_r));
             obj.insert("target_r".into(), json!(a.target_r));
             obj.insert("lora_alpha".into(), json!(a.alpha));
             obj.insert("lora_dropout".into(), json!(a.dropout));
-            obj.insert("tinit".into(), json!(a.tinit));
-            obj.insert("tfinal".into(), json!(a.tfinal));
+            obj.insert("tinit".into(), json!(tinit));
+            obj.insert("tfinal".into(), json!(tfinal));
             obj.insert("deltaT".into(), json!(a.delta_t));
             obj.insert("beta1".into(), json!(a.beta1));
             obj.insert("beta2".into(), json!(a.beta2));
@@ -204,6 +209,7 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
             obj.insert("total_step".into(), json!(total_step));
             obj.insert("rank_pattern".into(), Value::Object(rank_pattern));
         }
+        Method::Full | Method::BitFit => {} // refused above
     }
     write_safetensors(&tensors, &dir.join(WEIGHTS_FILE))?;
     atomic_write_json(&dir.join(CONFIG_FILE), &config)
@@ -353,7 +359,9 @@ fn base_quantization<B: Backend, M: SequenceClassifier<B>>(model: &M) -> Option<
         .find_map(|l| l.base().as_quantized().map(|q| q.weight.config))
 }
 
-fn adapter_kind(file: &AdapterConfigFile) -> anyhow::Result<AdapterKind> {
+/// The method and settings an `adapter_config.json` describes; an absent key means PEFT's
+/// default for it (PEFT's α is 8, whatever this tool defaults to).
+fn method_config(file: &AdapterConfigFile) -> anyhow::Result<MethodConfig> {
     let peft_type: String = file.get("peft_type", String::new())?;
     let dropout: f64 = file.get("lora_dropout", 0.0)?;
     file.check(
@@ -374,7 +382,7 @@ fn adapter_kind(file: &AdapterConfigFile) -> anyhow::Result<AdapterKind> {
             )?;
             let r: usize = file.get("r", 8)?;
             file.check(r > 0, "r", "a LoRA rank must be at least 1")?;
-            AdapterKind::Lora(
+            MethodConfig::lora(
                 LoraConfig::new()
                     .with_r(r)
                     .with_alpha(alpha)
@@ -385,22 +393,20 @@ fn adapter_kind(file: &AdapterConfigFile) -> anyhow::Result<AdapterKind> {
         "ADALORA" => {
             let init_r: usize = file.get("init_r", 12)?;
             file.check(init_r > 0, "init_r", "must be at least 1")?;
-            AdapterKind::AdaLora(
-                AdaLoraConfig {
-                    init_r,
-                    target_r: file.get("target_r", 8)?,
-                    alpha,
-                    dropout,
-                    tinit: file.get("tinit", 0)?,
-                    tfinal: file.get("tfinal", 0)?,
-                    delta_t: file.get("deltaT", 1)?,
-                    beta1: file.get("beta1", 0.85)?,
-                    beta2: file.get("beta2", 0.85)?,
-                    orth_reg_weight: file.get("orth_reg_weight", 0.5)?,
-                    ..AdaLoraConfig::default()
-                },
-                file.get("total_step", 0)?,
-            )
+            MethodConfig::adalora(AdaLoraConfig {
+                init_r,
+                target_r: file.get("target_r", 8)?,
+                alpha,
+                dropout,
+                tinit: Steps::Count(file.get("tinit", 0)?),
+                tfinal: Steps::Count(file.get("tfinal", 0)?),
+                delta_t: file.get("deltaT", 1)?,
+                beta1: file.get("beta1", 0.85)?,
+                beta2: file.get("beta2", 0.85)?,
+                orth_reg_weight: file.get("orth_reg_weight", 0.5)?,
+                total_step: file.get("total_step", None)?,
+                ..AdaLoraConfig::default()
+            })
         }
         other => bail!(
             "{}: peft_type {other:?} is not supported (LORA or ADALORA)",
@@ -411,19 +417,19 @@ fn adapter_kind(file: &AdapterConfigFile) -> anyhow::Result<AdapterKind> {
 
 /// Load a PEFT LoRA/AdaLoRA adapter (this tool's or PEFT's) into a base model: adapters go
 /// where the file has tensors, the head is replaced by the file's. Returns the model and the
-/// adapter kind. Every tensor must have the shape its config and base layer imply (PEFT
+/// method and its settings. Every tensor must have the shape its config and base layer imply (PEFT
 /// refuses the rest too), or α/r would scale a different update than the one trained.
 pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     model: M,
     dir: &Path,
     device: &B::Device,
-) -> anyhow::Result<(M, AdapterKind)> {
+) -> anyhow::Result<(M, MethodConfig)> {
     let value = read_adapter_config(dir)?;
     let file = AdapterConfigFile {
         value: &value,
         path: dir.join(CONFIG_FILE),
     };
-    let kind = adapter_kind(&file)?;
+    let method = method_config(&file)?;
     let mut tensors = read_tensors(&dir.join(WEIGHTS_FILE))?;
     let encoder = model.family().prefix();
     let slots = model.slots();
@@ -431,8 +437,9 @@ pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     for (slot, layer) in slots.iter().zip(model.adapted_linears_mut()) {
         let key = format!("{PREFIX}{encoder}{}", slot.path);
         let present = |suffix: &str| tensors.contains_key(&format!("{key}.{suffix}"));
-        let replaced = match &kind {
-            AdapterKind::Lora(lc) => {
+        let replaced = match method.method {
+            Method::Lora => {
+                let lc = &method.lora;
                 if !present("lora_A.weight") && !present("lora_B.weight") {
                     continue;
                 }
@@ -458,7 +465,10 @@ pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
                 lora.lora_b = param_t(&b, device);
                 AdaptedLinear::Lora(lora)
             }
-            AdapterKind::AdaLora(ac, _) => {
+            // `method_config` reads LoRA or AdaLoRA only.
+            Method::Full | Method::BitFit => continue,
+            Method::AdaLora => {
+                let ac = &method.adalora;
                 if !["lora_A", "lora_E", "lora_B"].iter().any(|s| present(s)) {
                     continue;
                 }
@@ -529,7 +539,7 @@ pub fn load_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
             dir.join(WEIGHTS_FILE).display()
         );
     }
-    Ok((model, kind))
+    Ok((model, method))
 }
 
 fn plain_base<B: Backend>(

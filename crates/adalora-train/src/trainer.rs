@@ -1,19 +1,17 @@
 //! The training loop: AdamW with linear warm-up/decay and global gradient clipping; for
-//! AdaLoRA the orthogonality term is in the loss and the rank allocator runs inside the
-//! optimizer step (`AdaLoraOptimizer`), so it can't be skipped. Evaluation at intervals,
-//! best-checkpoint tracking, atomic checkpoints and exact resume.
+//! AdaLoRA the driver ([`crate::adalora`]) adds the orthogonality term to the loss and steps
+//! the rank allocator with every optimizer step, so it can't be skipped. Evaluation at
+//! intervals, best-checkpoint tracking, atomic checkpoints and exact resume.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use adalora_core::{
-    orthogonal_regularizer, AdaLoraOptimizer, AdapterHost, RankAllocator, RankPattern,
-};
+use adalora_core::{AdapterHost, Method, MethodConfig, RankAllocator, RankPattern};
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::{
-    apply_method_with_ranks, AnyClassifier, Method, ParamReport, QuantReport, SequenceClassifier,
+    apply_method_with_ranks, AnyClassifier, ParamReport, QuantReport, SequenceClassifier,
 };
 use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module};
@@ -23,24 +21,25 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 
+use crate::adalora::{AdaLoraDriver, AdaLoraRecord};
 use crate::batch::{forward_batch, task_loss};
 use crate::clip::clip_global_norm;
-use crate::config::{MethodKind, RunConfig};
+use crate::config::RunConfig;
 use crate::decay::{bias_and_norm_ids, GroupedAdamW};
 use crate::eval::evaluate_split;
 use crate::io::{atomic_write, atomic_write_json, read_json, replace_dir, RunDir};
 use crate::lr::LrSchedule;
 use crate::params::{load_trainable, renumber_params, save_trainable};
-use crate::peft::{save_peft_adapter, AdapterKind};
+use crate::peft::save_peft_adapter;
 use crate::task::{prepare_task, PreparedTask};
 
 pub type Model<B> = AnyClassifier<B>;
 type Adam<B> = GroupedAdamW<Model<B>, B>;
 
-/// AdamW, or AdamW wrapped with the AdaLoRA allocator.
-pub(crate) enum TrainOptimizer<B: AutodiffBackend> {
-    Plain(Adam<B>),
-    AdaLora(Box<AdaLoraOptimizer<Adam<B>, B>>),
+/// AdamW, plus the AdaLoRA driver for AdaLoRA runs.
+pub(crate) struct TrainOptimizer<B: AutodiffBackend> {
+    adam: Adam<B>,
+    adalora: Option<AdaLoraDriver<B>>,
 }
 
 impl<B: AutodiffBackend> TrainOptimizer<B> {
@@ -50,32 +49,35 @@ impl<B: AutodiffBackend> TrainOptimizer<B> {
         model: Model<B>,
         grads: GradientsParams,
     ) -> anyhow::Result<Model<B>> {
-        Ok(match self {
-            TrainOptimizer::Plain(o) => o.step(lr, model, grads),
-            TrainOptimizer::AdaLora(o) => o.try_step(lr, model, grads)?,
-        })
+        match &mut self.adalora {
+            Some(driver) => driver.step(&mut self.adam, lr, model, grads),
+            None => Ok(self.adam.step(lr, model, grads)),
+        }
     }
 
     /// The allocator's share of the latest step (AdaLoRA only).
     pub(crate) fn last_allocation_time(&self) -> Option<std::time::Duration> {
-        match self {
-            TrainOptimizer::AdaLora(o) => Some(o.last_allocation_time()),
-            TrainOptimizer::Plain(_) => None,
-        }
+        self.adalora
+            .as_ref()
+            .map(AdaLoraDriver::last_allocation_time)
     }
 
     fn allocator(&self) -> Option<&RankAllocator<B::InnerBackend>> {
-        match self {
-            TrainOptimizer::AdaLora(o) => Some(o.allocator()),
-            TrainOptimizer::Plain(_) => None,
-        }
+        self.adalora.as_ref().map(AdaLoraDriver::allocator)
     }
 
     fn save(&self, path: &Path) -> anyhow::Result<()> {
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-        match self {
-            TrainOptimizer::Plain(o) => recorder.record(o.to_record(), path.to_path_buf()),
-            TrainOptimizer::AdaLora(o) => recorder.record(o.to_record(), path.to_path_buf()),
+        let adam = self.adam.to_record();
+        match &self.adalora {
+            None => recorder.record(adam, path.to_path_buf()),
+            Some(driver) => recorder.record(
+                AdaLoraRecord {
+                    inner: adam,
+                    allocator: driver.state(),
+                },
+                path.to_path_buf(),
+            ),
         }
         .with_context(|| format!("writing optimizer state {}", path.display()))
     }
@@ -83,20 +85,25 @@ impl<B: AutodiffBackend> TrainOptimizer<B> {
     fn load(self, path: &Path, device: &B::Device) -> anyhow::Result<Self> {
         let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
         let path = path.to_path_buf();
-        Ok(match self {
-            TrainOptimizer::Plain(o) => {
-                let record = recorder
-                    .load(path.clone(), device)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                TrainOptimizer::Plain(o.load_record(record))
+        let reading = || format!("reading {}", path.display());
+        let TrainOptimizer { adam, adalora } = self;
+        Ok(match adalora {
+            None => {
+                let record = recorder.load(path.clone(), device).with_context(reading)?;
+                TrainOptimizer {
+                    adam: adam.load_record(record),
+                    adalora: None,
+                }
             }
-            TrainOptimizer::AdaLora(mut o) => {
-                let record: adalora_core::AdaLoraOptimizerRecord<_> = recorder
-                    .load(path.clone(), device)
-                    .with_context(|| format!("reading {}", path.display()))?;
+            Some(mut driver) => {
+                let record: AdaLoraRecord<_> =
+                    recorder.load(path.clone(), device).with_context(reading)?;
                 // Validates the allocator state (a clear error instead of a panic).
-                o.restore_allocator(&record.allocator)?;
-                TrainOptimizer::AdaLora(Box::new(Optimizer::<Model<B>, B>::load_record(*o, record)))
+                driver.restore(&record.allocator, device)?;
+                TrainOptimizer {
+                    adam: Optimizer::<Model<B>, B>::load_record(adam, record.inner),
+                    adalora: Some(driver),
+                }
             }
         })
     }
@@ -188,15 +195,6 @@ pub fn fingerprint(model_dir: &Path, num_labels: usize) -> anyhow::Result<String
     Ok(crate::io::fnv1a(&bytes))
 }
 
-pub fn method_of(cfg: &RunConfig, total_steps: usize) -> anyhow::Result<Method> {
-    Ok(match cfg.method {
-        MethodKind::Full => Method::Full,
-        MethodKind::Bitfit => Method::BitFit,
-        MethodKind::Lora => Method::Lora(cfg.lora.to_core()),
-        MethodKind::Adalora => Method::AdaLora(cfg.adalora.to_core(total_steps)?),
-    })
-}
-
 /// Base model (quantized if the config says so) + task head + method, with deterministic
 /// parameter ids.
 pub fn build_model<B: AutodiffBackend>(
@@ -221,11 +219,15 @@ pub fn build_model<B: AutodiffBackend>(
     };
     let (model, report) = apply_method_with_ranks(
         model,
-        &method_of(cfg, total_steps)?,
+        &cfg.method_config(total_steps)?,
         &cfg.target,
         &cfg.lora.rank_pattern,
         device,
-    )?;
+    )
+    .with_context(|| match &cfg.lora.rank_pattern_source {
+        Some(file) => format!("applying the rank pattern of {}", file.display()),
+        None => "applying the method".into(),
+    })?;
     Ok((renumber_params(model), report, quant))
 }
 
@@ -477,16 +479,12 @@ pub(crate) fn make_optimizer<B: AutodiffBackend>(
         bias_and_norm_ids(model)
     };
     let adam = GroupedAdamW::new(&adam_config, exempt);
-    if cfg.method != MethodKind::Adalora {
-        return Ok(TrainOptimizer::Plain(adam));
-    }
-    let core = cfg.adalora.to_core(total_steps)?;
-    let shapes = model.svd_shapes();
-    let schedule = core.schedule(shapes.len(), total_steps)?;
-    let allocator = RankAllocator::new(schedule, core.score_config(), &shapes, device)?;
-    Ok(TrainOptimizer::AdaLora(Box::new(AdaLoraOptimizer::new(
-        adam, allocator,
-    ))))
+    let method = cfg.method_config(total_steps)?;
+    let adalora = match method.method {
+        Method::AdaLora => Some(AdaLoraDriver::new(&method.adalora, model, device)?),
+        _ => None,
+    };
+    Ok(TrainOptimizer { adam, adalora })
 }
 
 /// A NaN/Inf loss: the step stops before the update (the loop names the step and checkpoint).
@@ -527,11 +525,13 @@ pub(crate) fn train_step<B: AutodiffBackend>(
 ) -> anyhow::Result<(Model<B>, StepLosses)> {
     let logits = forward_batch(&model, batch, device)?;
     let task_loss = task_loss(logits, &batch.labels)?;
-    let orth = (cfg.method == MethodKind::Adalora)
-        .then(|| orthogonal_regularizer(&model.svd_adapters(), cfg.adalora.orth_form, device));
-    let loss = match &orth {
-        Some(reg) => task_loss.clone() + reg.clone().mul_scalar(cfg.adalora.orth_reg_weight),
-        None => task_loss.clone(),
+    let orth = optim
+        .adalora
+        .as_ref()
+        .map(|driver| driver.orthogonality_term(&model, device));
+    let loss = match (&optim.adalora, &orth) {
+        (Some(driver), Some(term)) => driver.regularized(task_loss.clone(), term.clone()),
+        _ => task_loss.clone(),
     };
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     let value = |t: burn::tensor::Tensor<B, 1>| t.into_scalar().elem::<f64>();
@@ -575,7 +575,7 @@ impl Run<'_> {
     ) -> Option<usize> {
         match optim.allocator() {
             Some(a) => Some(a.rank_pattern().total_rank()),
-            None if matches!(self.cfg.method, MethodKind::Lora) => {
+            None if self.cfg.method == Method::Lora => {
                 Some(model.adapted_linears().iter().map(|l| l.rank()).sum())
             }
             None => None,
@@ -808,15 +808,9 @@ impl Run<'_> {
         Ok(out)
     }
 
-    fn adapter_kind(&self) -> anyhow::Result<Option<AdapterKind>> {
-        Ok(match self.cfg.method {
-            MethodKind::Lora => Some(AdapterKind::Lora(self.cfg.lora.to_core())),
-            MethodKind::Adalora => Some(AdapterKind::AdaLora(
-                self.cfg.adalora.to_core(self.total_steps)?,
-                self.total_steps,
-            )),
-            _ => None,
-        })
+    /// The method and its settings, as the PEFT files record them.
+    fn method_config(&self) -> anyhow::Result<MethodConfig> {
+        self.cfg.method_config(self.total_steps)
     }
 
     /// The model as a loadable folder: a PEFT adapter (LoRA/AdaLoRA) or, for full fine-tuning
@@ -830,9 +824,10 @@ impl Run<'_> {
     ) -> anyhow::Result<()> {
         let base = self.model_dir.display().to_string();
         let active = pattern.map(|p| active_pattern(model, p));
-        replace_dir(target, |tmp| match self.adapter_kind()? {
-            Some(kind) => save_peft_adapter(model, &kind, active.as_ref(), Some(&base), tmp),
-            None => crate::merge::write_hf_model(
+        let method = self.method_config()?;
+        replace_dir(target, |tmp| match method.method.has_adapters() {
+            true => save_peft_adapter(model, &method, active.as_ref(), Some(&base), tmp),
+            false => crate::merge::write_hf_model(
                 &model.clone().merge_and_unload(),
                 &self.model_dir,
                 &self.prepared.task,

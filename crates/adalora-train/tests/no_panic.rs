@@ -8,15 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use adalora_core::{AdaLoraConfig, LoraConfig, RankPattern};
+use adalora_core::{AdaLoraConfig, LoraConfig, MethodConfig, RankPattern};
 use adalora_data::{load_custom, CustomTaskConfig, LoadOptions};
 use adalora_model::loader::load_for_classification;
-use adalora_model::{apply_method, AnyClassifier, Method, TargetSpec};
+use adalora_model::{apply_method, AnyClassifier, TargetSpec};
 use adalora_train::io::{replace_dir, verify_manifest, write_manifest};
 use adalora_train::params::{load_trainable, save_trainable};
-use adalora_train::peft::{
-    load_peft_adapter, save_peft_adapter, AdapterKind, CONFIG_FILE, WEIGHTS_FILE,
-};
+use adalora_train::peft::{load_peft_adapter, save_peft_adapter, CONFIG_FILE, WEIGHTS_FILE};
 use adalora_train::RunConfig;
 use burn::backend::NdArray;
 use proptest::prelude::*;
@@ -39,31 +37,31 @@ fn base_model() -> Model {
         .0
 }
 
-fn adapted(method: Method) -> Model {
+fn adapted(method: MethodConfig) -> Model {
     let target = TargetSpec::new("query,value,intermediate".parse().unwrap());
     apply_method(base_model(), &method, &target, &Default::default())
         .unwrap()
         .0
 }
 
-fn lora_kind() -> (Method, AdapterKind) {
+fn lora_kind() -> MethodConfig {
     let cfg = LoraConfig::new().with_r(4).with_alpha(8.0);
-    (Method::Lora(cfg.clone()), AdapterKind::Lora(cfg))
+    MethodConfig::lora(cfg)
 }
 
-fn adalora_kind() -> (Method, AdapterKind) {
+fn adalora_kind() -> MethodConfig {
     let cfg = AdaLoraConfig {
         init_r: 4,
         target_r: 2,
         ..AdaLoraConfig::default()
     };
-    (Method::AdaLora(cfg.clone()), AdapterKind::AdaLora(cfg, 100))
+    MethodConfig::adalora(cfg.resolve(100).unwrap())
 }
 
 /// A valid adapter folder; AdaLoRA sliced by a pattern that keeps 3 of 4 triplets (2 of 4 in
 /// the first module) so rank patterns are exercised.
-fn saved_adapter(dir: &Path, kind: (Method, AdapterKind)) -> PathBuf {
-    let model = adapted(kind.0);
+fn saved_adapter(dir: &Path, kind: MethodConfig) -> PathBuf {
+    let model = adapted(kind.clone());
     let out = dir.join("adapter");
     let n = adalora_core::AdapterHost::svd_adapters(&model).len();
     let pattern = (n > 0).then(|| {
@@ -72,7 +70,7 @@ fn saved_adapter(dir: &Path, kind: (Method, AdapterKind)) -> PathBuf {
         RankPattern { masks }
     });
     replace_dir(&out, |d| {
-        save_peft_adapter(&model, &kind.1, pattern.as_ref(), None, d)
+        save_peft_adapter(&model, &kind, pattern.as_ref(), None, d)
     })
     .unwrap();
     out
@@ -401,7 +399,7 @@ fn model_checkpoints_truncated_or_bit_flipped() {
 #[test]
 fn trainable_checkpoints_truncated_or_bit_flipped() {
     let dir = tempfile::tempdir().unwrap();
-    let model = adapted(adalora_kind().0);
+    let model = adapted(adalora_kind());
     let model = adalora_train::params::renumber_params(model);
     let good = dir.path().join("good.safetensors");
     save_trainable(&model, &good).unwrap();
@@ -420,7 +418,7 @@ fn trainable_checkpoints_truncated_or_bit_flipped() {
 fn checkpoint_folders_with_a_damaged_file_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("checkpoint");
-    let model = adalora_train::params::renumber_params(adapted(adalora_kind().0));
+    let model = adalora_train::params::renumber_params(adapted(adalora_kind()));
     replace_dir(&ckpt, |d| {
         save_trainable(&model, &d.join("trainable.safetensors"))?;
         std::fs::write(d.join("optimizer.bin"), vec![7u8; 300])?;
