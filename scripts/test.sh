@@ -18,4 +18,4 @@ source scripts/slurm-env.sh
 cargo test --workspace 2>&1
 # The vendored burn-flex (vendor/README.md) is not a workspace member: run its own unit tests,
 # upstream's and the patch's, against the workspace's build cache.
-cargo test --release --manifest-path vendor/burn-flex/Cargo.toml --target-dir target --lib 2>&1
+cargo test --release --manifest-path vendor/burn-flex/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}" --lib 2>&1

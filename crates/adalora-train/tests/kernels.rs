@@ -7,7 +7,7 @@ use adalora_train::CpuBackend as Flex;
 use burn::backend::{Autodiff, NdArray};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
 type Fast = Autodiff<Flex>;
@@ -40,6 +40,21 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// `f(x)` on one backend: (value, gradient of Σ f(x)·upstream with respect to x).
+fn value_and_grad<B: AutodiffBackend, const D: usize>(
+    shape: [usize; D],
+    input: &[f32],
+    upstream: &[f32],
+    f: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
+) -> (Vec<f32>, Vec<f32>) {
+    let x = tensor::<B, D>(input, shape).require_grad();
+    let y = f(x.clone());
+    let grads = (y.clone() * tensor::<B, D>(upstream, shape))
+        .sum()
+        .backward();
+    (to_vec(y.inner()), to_vec(x.grad(&grads).unwrap()))
+}
+
 /// `f` on both backends with the same input and upstream gradient: (value, input gradient).
 fn forward_backward<const D: usize>(
     shape: [usize; D],
@@ -47,25 +62,11 @@ fn forward_backward<const D: usize>(
     f: impl Fn(Tensor<Fast, D>) -> Tensor<Fast, D>,
     g: impl Fn(Tensor<Plain, D>) -> Tensor<Plain, D>,
 ) -> [(Vec<f32>, Vec<f32>); 2] {
-    let n = input.len();
-    let upstream = values(n, 1.0, 99);
-    let fast = {
-        let x = tensor::<Fast, D>(input, shape).require_grad();
-        let y = f(x.clone());
-        let grads = (y.clone() * tensor::<Fast, D>(&upstream, shape))
-            .sum()
-            .backward();
-        (to_vec(y.inner()), to_vec(x.grad(&grads).unwrap()))
-    };
-    let plain = {
-        let x = tensor::<Plain, D>(input, shape).require_grad();
-        let y = g(x.clone());
-        let grads = (y.clone() * tensor::<Plain, D>(&upstream, shape))
-            .sum()
-            .backward();
-        (to_vec(y.inner()), to_vec(x.grad(&grads).unwrap()))
-    };
-    [fast, plain]
+    let upstream = values(input.len(), 1.0, 99);
+    [
+        value_and_grad(shape, input, &upstream, f),
+        value_and_grad(shape, input, &upstream, g),
+    ]
 }
 
 /// GELU's value against the plain backend; its gradient against the exact derivative
