@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use adalora_plots::{save, GroupedBars, LinePlot, RankHeatmap, Series};
 use adalora_train::io::RunDir;
+use adalora_train::trainer::FIXED_COLUMNS;
 use adalora_train::Method;
 use anyhow::Context;
 
@@ -154,7 +155,7 @@ pub fn curves(runs: &[(String, PathBuf)], out: &Path, title: &str) -> anyhow::Re
                 rows.iter().find(|r| r.split != "train").and_then(|r| {
                     r.values
                         .keys()
-                        .find(|k| !FIXED.contains(&k.as_str()))
+                        .find(|k| !FIXED_COLUMNS.contains(&k.as_str()))
                         .cloned()
                 })
             })
@@ -205,18 +206,6 @@ pub fn curves(runs: &[(String, PathBuf)], out: &Path, title: &str) -> anyhow::Re
     )?);
     Ok(written)
 }
-
-/// metrics.csv columns that are not task metrics.
-const FIXED: [&str; 8] = [
-    "epoch",
-    "loss",
-    "task_loss",
-    "orth_reg",
-    "lr",
-    "grad_norm",
-    "budget",
-    "total_rank",
-];
 
 /// The figures of one run folder.
 pub fn run_figures(run: &Path, kind: Kind, out_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {

@@ -245,7 +245,9 @@ struct MetricsLog {
     metric_names: Vec<String>,
 }
 
-const FIXED_COLUMNS: [&str; 10] = [
+/// The columns of `metrics.csv` before the task metrics (one definition for the writer here and
+/// the readers in the studies crate).
+pub const FIXED_COLUMNS: [&str; 10] = [
     "step",
     "epoch",
     "split",

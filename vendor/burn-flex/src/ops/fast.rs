@@ -225,7 +225,6 @@ where
     Op: Fn(E, E) -> E + Send + Sync,
     Off: Fn(usize) -> (usize, usize) + Send + Sync,
 {
-    let mut out = uninit_vec::<E>(rows * row_len);
     let fill_row = |r: usize, dst: &mut [MaybeUninit<E>]| {
         let (lo, ro) = row_offsets(r);
         match strides {
@@ -246,24 +245,7 @@ where
             }
         }
     };
-    #[cfg(feature = "rayon")]
-    if rows * row_len >= PAR_MIN && rows > 1 {
-        let rows_per_task = (CHUNK / row_len.max(1)).max(1);
-        out.par_chunks_mut(rows_per_task * row_len)
-            .enumerate()
-            .for_each(|(t, block)| {
-                dispatch_avx2!(for (i, dst) in block.chunks_mut(row_len).enumerate() {
-                    fill_row(t * rows_per_task + i, dst)
-                })
-            });
-        // SAFETY: the blocks cover `out`; every row was written.
-        return unsafe { assume_init(out) };
-    }
-    dispatch_avx2!(for (r, dst) in out.chunks_mut(row_len).enumerate() {
-        fill_row(r, dst)
-    });
-    // SAFETY: every row was written.
-    unsafe { assume_init(out) }
+    collect_rows(rows, row_len, fill_row)
 }
 
 /// Gathers `rows` contiguous runs of `row_len` elements, run `r` starting at `row_offset(r)`
@@ -275,30 +257,30 @@ where
     E: Copy + Send + Sync,
     Off: Fn(usize) -> usize + Send + Sync,
 {
-    let mut out = uninit_vec::<E>(rows * row_len);
-    let copy_row = |r: usize, dst: &mut [MaybeUninit<E>]| {
+    collect_rows(rows, row_len, |r: usize, dst: &mut [MaybeUninit<E>]| {
         let start = row_offset(r);
         for (d, &v) in dst.iter_mut().zip(&src[start..start + row_len]) {
             d.write(v);
         }
-    };
-    #[cfg(feature = "rayon")]
-    if rows * row_len >= PAR_MIN && rows > 1 {
-        let rows_per_task = (CHUNK / row_len.max(1)).max(1);
-        out.par_chunks_mut(rows_per_task * row_len)
-            .enumerate()
-            .for_each(|(t, block)| {
-                for (i, dst) in block.chunks_mut(row_len).enumerate() {
-                    copy_row(t * rows_per_task + i, dst)
-                }
-            });
-        // SAFETY: the blocks cover `out`; every row was written.
-        return unsafe { assume_init(out) };
-    }
-    for (r, dst) in out.chunks_mut(row_len).enumerate() {
-        copy_row(r, dst)
-    }
-    // SAFETY: every row was written.
+    })
+}
+
+/// A new `rows × row_len` vector whose row `r` is written by `fill_row(r, row)`, over whole-row
+/// blocks in parallel when large (`for_row_blocks`). `fill_row` must write every element.
+fn collect_rows<E, F>(rows: usize, row_len: usize, fill_row: F) -> Vec<E>
+where
+    E: Send + Sync,
+    F: Fn(usize, &mut [MaybeUninit<E>]) + Send + Sync,
+{
+    let mut out = uninit_vec::<E>(rows * row_len);
+    let row_len = row_len.max(1);
+    for_row_blocks(&mut out, row_len, |first_row, block| {
+        dispatch_avx2!(for (i, dst) in block.chunks_mut(row_len).enumerate() {
+            fill_row(first_row + i, dst)
+        })
+    });
+    // SAFETY: the blocks of `for_row_blocks` cover `out` in whole rows, and `fill_row` writes
+    // every element of each row.
     unsafe { assume_init(out) }
 }
 
