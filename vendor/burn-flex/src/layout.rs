@@ -124,6 +124,25 @@ impl Layout {
         }
     }
 
+    /// adalora patch: if the view's elements fill `start..start + n` of the buffer exactly, in
+    /// some dimension order (a contiguous tensor after `permute` / `swap_dims`), that range.
+    /// Element-wise maps can run over the range and keep the view's strides.
+    pub fn dense_range(&self) -> Option<(usize, usize)> {
+        let mut dims: Vec<(isize, usize)> = (0..self.shape.num_dims())
+            .map(|i| (self.strides[i], self.shape[i]))
+            .filter(|&(_, size)| size != 1)
+            .collect();
+        dims.sort_unstable_by_key(|&(stride, _)| stride);
+        let mut expected = 1isize;
+        for (stride, size) in dims {
+            if stride != expected {
+                return None;
+            }
+            expected *= size as isize;
+        }
+        Some((self.start_offset, self.start_offset + self.num_elements()))
+    }
+
     /// Transpose: swap two dimensions (zero-copy, metadata only).
     pub fn transpose(&self, dim1: usize, dim2: usize) -> Self {
         let mut dims = self.shape.to_vec();

@@ -544,13 +544,30 @@ where
         return tensor;
     }
 
+    // adalora patch: a permuted view of a whole buffer (attention heads after `swap_dims`) is
+    // mapped over its buffer range and keeps its strides, instead of a per-element strided walk.
+    if tensor.layout().contiguous_offsets().is_none()
+        && let Some((start, end)) = tensor.layout().dense_range()
+    {
+        let layout = Layout::new(
+            tensor.layout().shape().clone(),
+            tensor.layout().strides().to_vec(),
+            0,
+        );
+        let storage: &[E] = tensor.storage();
+        let result = crate::ops::fast::map_collect(&storage[start..end], |x| op(x, scalar));
+        return FlexTensor::new(Bytes::from_elems(result), layout, tensor.dtype());
+    }
+
     // Allocating path
     let shape = tensor.layout().shape().clone();
     let dtype = tensor.dtype();
     let storage: &[E] = tensor.storage();
 
     let result: Vec<E> = match tensor.layout().contiguous_offsets() {
-        Some((start, end)) => crate::ops::fast::map_collect(&storage[start..end], |x| op(x, scalar)),
+        Some((start, end)) => {
+            crate::ops::fast::map_collect(&storage[start..end], |x| op(x, scalar))
+        }
         None => StridedIter::new(tensor.layout())
             .map(|i| op(storage[i], scalar))
             .collect(),
@@ -648,6 +665,36 @@ mod tests {
     use super::*;
     use alloc::vec;
     use burn_backend::{TensorData, Tolerance};
+    use burn_std::Slice;
+
+    // adalora patch: the permuted-view path of `scalar_op` keeps the view's strides and gives
+    // the values of the strided walk; a strided slice (not a whole buffer) takes the walk.
+    #[test]
+    fn scalar_op_on_a_permuted_view_keeps_its_layout() {
+        let vals: Vec<f32> = (0..24).map(|i| i as f32 - 7.5).collect();
+        let t = FlexTensor::from_data(TensorData::new(vals, vec![2, 3, 4]));
+        let view = t.permute(&[2, 0, 1]);
+        assert!(view.layout().dense_range().is_some());
+        let expected: Vec<f32> = view
+            .to_contiguous()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x * 0.25 + 0.0)
+            .collect();
+        let out = scalar_op(view.clone(), 0.25, |a, b| a * b, |a, b| a * b);
+        assert_eq!(out.layout().strides(), view.layout().strides());
+        let got = out.to_contiguous().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got, expected);
+
+        let (sliced, _) = t.layout().slice(&[
+            Slice::new(0, None, 1),
+            Slice::new(0, None, 1),
+            Slice::new(1, Some(3), 1),
+        ]);
+        assert!(sliced.dense_range().is_none());
+    }
 
     // ===================
     // F16 tests

@@ -71,6 +71,18 @@ fn uninit_vec<R>(n: usize) -> Vec<MaybeUninit<R>> {
     v
 }
 
+/// A new vector of `n` elements that `write` initialises completely, with no zero-fill first.
+/// For outputs written by kernels that never read them (gemm with `read_dst = false`).
+///
+/// # Safety
+/// `write` must initialise every element of the slice it is given.
+pub(crate) unsafe fn written_vec<E>(n: usize, write: impl FnOnce(&mut [MaybeUninit<E>])) -> Vec<E> {
+    let mut out = uninit_vec::<E>(n);
+    write(&mut out);
+    // SAFETY: the caller guarantees that `write` initialised every element.
+    unsafe { assume_init(out) }
+}
+
 /// The buffer after every element has been written.
 ///
 /// # Safety
@@ -309,12 +321,15 @@ where
 /// flush to 0, and inputs above 88.376 give `+inf` (libm: finite up to 88.72).
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    const ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     const HI: f32 = 88.376_26;
     const LO: f32 = -87.336_55;
     let xc = x.clamp(LO, HI);
     let fx = xc * core::f32::consts::LOG2_E + 0.5;
-    // floor(fx) through a truncating conversion (vectorises without SSE4.1's `roundps`).
-    let t = (fx as i32) as f32;
+    // floor(fx) in float arithmetic only: adding and subtracting 1.5 · 2^23 rounds to the
+    // nearest integer (|fx| < 2^22 here). An `as i32` cast would not vectorise: Rust's
+    // saturating, NaN-to-0 conversion became scalar `cvttss2si` + `cmov` per element.
+    let t = (fx + ROUND_MAGIC) - ROUND_MAGIC;
     let n = if t > fx { t - 1.0 } else { t };
     let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let r2 = r * r;
@@ -325,7 +340,11 @@ pub fn exp_f32(x: f32) -> f32 {
     y = y * r + 1.666_666_5e-1;
     y = y * r + 5.000_000_1e-1;
     y = y * r2 + r + 1.0;
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    // 2^n from n's bits: in n + 1.5 · 2^23 the low mantissa bits hold n (two's complement).
+    let n_int = (n + ROUND_MAGIC)
+        .to_bits()
+        .wrapping_sub(ROUND_MAGIC.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     let v = y * scale;
     let v = if x < LO { 0.0 } else { v };
     let v = if x > HI { f32::INFINITY } else { v };
@@ -353,7 +372,11 @@ pub fn erf_f32(x: f32) -> f32 {
     q = x2 * q + -1.426_473_9e-2;
     let v = p / q;
     // |erf| rounds to exactly 1 in f32 from |x| = 3.9 on; the rational form stops just short.
-    let v = if xc.abs() >= 3.9 { 1.0f32.copysign(x) } else { v };
+    let v = if xc.abs() >= 3.9 {
+        1.0f32.copysign(x)
+    } else {
+        v
+    };
     if x.is_nan() { x } else { v }
 }
 
@@ -545,7 +568,10 @@ mod tests {
     fn gelu_and_its_derivative_match_the_libm_formulas() {
         for x in grid(-10.0, 10.0, 100_000) {
             let reference = 0.5 * x * (1.0 + libm::erff(x / core::f32::consts::SQRT_2));
-            assert!((gelu_f32(x) - reference).abs() <= 1e-6 * x.abs().max(1.0), "x {x}");
+            assert!(
+                (gelu_f32(x) - reference).abs() <= 1e-6 * x.abs().max(1.0),
+                "x {x}"
+            );
             let pdf = (-0.5 * x * x).exp() / (2.0 * core::f32::consts::PI).sqrt();
             let d_ref = 0.5 * (1.0 + libm::erff(x / core::f32::consts::SQRT_2)) + x * pdf;
             assert!((gelu_backward_f32(x, 1.0) - d_ref).abs() <= 2e-6, "x {x}");

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use burn_backend::{DType, Element};
 use burn_std::{Bytes, Shape, bf16, f16};
 
+use crate::ops::fast::written_vec;
 use crate::{FlexTensor, Layout};
 
 /// Types that can be used with gemm-based matmul.
@@ -261,30 +262,41 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-    let out_data: &mut [T] = output.storage_mut();
-
     let parallelism = get_parallelism(m, n, k);
 
-    unsafe {
-        gemm_call(
-            m,
-            n,
-            k,
-            out_data.as_mut_ptr(),
-            1,
-            n as isize,
-            lhs_ptr,
-            lhs_col_stride,
-            lhs_row_stride,
-            rhs_ptr,
-            rhs_col_stride,
-            rhs_row_stride,
-            parallelism,
-        );
-    }
+    // adalora patch: gemm with `read_dst = false` writes every output element (zeros when
+    // k = 0) and reads none, so the output is not zero-filled first (`FlexTensor::empty`'s
+    // memset was 3-4% of a LoRA training step).
+    // SAFETY: see above; the pointers and strides describe `lhs`, `rhs` and an m × n output.
+    let out = unsafe {
+        written_vec::<T>(m * n, |out| {
+            gemm_call(
+                m,
+                n,
+                k,
+                out.as_mut_ptr().cast::<T>(),
+                1,
+                n as isize,
+                lhs_ptr,
+                lhs_col_stride,
+                lhs_row_stride,
+                rhs_ptr,
+                rhs_col_stride,
+                rhs_row_stride,
+                parallelism,
+            )
+        })
+    };
+    contiguous_tensor(out, out_shape)
+}
 
-    output
+/// A contiguous tensor of `shape` over `data`.
+fn contiguous_tensor<T: GemmScalar>(data: Vec<T>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape),
+        T::dtype(),
+    )
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
@@ -364,13 +376,10 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
     let lhs_start = lhs.layout().start_offset() as isize;
     let rhs_start = rhs.layout().start_offset() as isize;
-    let out_data: &mut [T] = output.storage_mut();
 
     let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
 
@@ -397,53 +406,69 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         }
     };
 
-    // Strategy:
-    // 1. Large matrices: let gemm parallelize internally
-    // 2. Small matrices, large batch: parallelize batch loop
-    // 3. Small total work: single-threaded
-    #[cfg(feature = "rayon")]
-    {
-        let total_ops = batch_size.saturating_mul(per_matrix_ops);
-        let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
+    // adalora patch: every batch slice is written by one gemm call with `read_dst = false`,
+    // which never reads its output, so the buffer is not zero-filled first (see
+    // `matmul_2d_strided`).
+    // SAFETY: the slices `b * out_matrix_size ..` for b < batch_size tile the whole output.
+    let out = unsafe {
+        written_vec::<T>(batch_size * out_matrix_size, |out_data| {
+            // Strategy:
+            // 1. Large matrices: let gemm parallelize internally
+            // 2. Small matrices, large batch: parallelize batch loop
+            // 3. Small total work: single-threaded
+            #[cfg(feature = "rayon")]
+            {
+                let total_ops = batch_size.saturating_mul(per_matrix_ops);
+                let prefer_batch_parallel =
+                    batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
 
-        if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
-            let parallelism = gemm::Parallelism::Rayon(0);
-            for b in 0..batch_size {
-                run_one(out_data[b * out_matrix_size..].as_mut_ptr(), b, parallelism);
+                if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
+                    let parallelism = gemm::Parallelism::Rayon(0);
+                    for b in 0..batch_size {
+                        run_one(
+                            out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
+                            b,
+                            parallelism,
+                        );
+                    }
+                } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
+                    use rayon::prelude::*;
+
+                    out_data
+                        .par_chunks_mut(out_matrix_size)
+                        .enumerate()
+                        .for_each(|(b, out_chunk)| {
+                            run_one(
+                                out_chunk.as_mut_ptr().cast::<T>(),
+                                b,
+                                gemm::Parallelism::None,
+                            );
+                        });
+                } else {
+                    for b in 0..batch_size {
+                        run_one(
+                            out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
+                            b,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
             }
-        } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
-            use rayon::prelude::*;
 
-            out_data
-                .par_chunks_mut(out_matrix_size)
-                .enumerate()
-                .for_each(|(b, out_chunk)| {
-                    run_one(out_chunk.as_mut_ptr(), b, gemm::Parallelism::None);
-                });
-        } else {
-            for b in 0..batch_size {
-                run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr(),
-                    b,
-                    gemm::Parallelism::None,
-                );
+            #[cfg(not(feature = "rayon"))]
+            {
+                let _ = per_matrix_ops;
+                for b in 0..batch_size {
+                    run_one(
+                        out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
+                        b,
+                        gemm::Parallelism::None,
+                    );
+                }
             }
-        }
-    }
-
-    #[cfg(not(feature = "rayon"))]
-    {
-        let _ = per_matrix_ops;
-        for b in 0..batch_size {
-            run_one(
-                out_data[b * out_matrix_size..].as_mut_ptr(),
-                b,
-                gemm::Parallelism::None,
-            );
-        }
-    }
-
-    output
+        })
+    };
+    contiguous_tensor(out, out_shape)
 }
 
 // ============================================================================
