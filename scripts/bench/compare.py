@@ -54,7 +54,9 @@ def main():
             lines.append(f"- {shape}: allocator / AdaLoRA step = {100 * alloc / ada:.2f}% (target ≤ 2%)")
         for m in ("lora", "adalora"):
             merged = ours.get(("eval", m, "merged", shape), (None,))[0]
-            base = ours.get(("eval", "full", "base", shape), (None,))[0]
+            # The base model timed in the same process, in turn with the merged one; older
+            # CSVs only have full FT's.
+            base = ours.get(("eval", m, "base", shape), ours.get(("eval", "full", "base", shape), (None,)))[0]
             if merged and base:
                 lines.append(f"- {shape}: {m} merged eval / base eval = {merged / base:.3f} (target ≥ 0.98)")
     text = "\n".join(lines) + "\n"

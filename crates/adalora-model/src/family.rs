@@ -328,6 +328,13 @@ pub trait SequenceClassifier<B: Backend>: Module<B> + AdapterHost<B> + Sized {
         })
         .expect("merging cannot fail")
     }
+
+    /// Drop every adapter and keep the pretrained weights (peft's `unload`): the base model the
+    /// adapters were trained on.
+    fn unload(self) -> Self {
+        self.try_map_adapted(|_, l| Ok(AdaptedLinear::Plain(l.unmerge().base().clone())))
+            .expect("unloading cannot fail")
+    }
 }
 
 /// One encoder layer of a family: its six adaptable dense layers in structural order

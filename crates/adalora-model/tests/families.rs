@@ -230,6 +230,21 @@ fn adapters_merge_and_export_round_trip_for_every_family() {
             );
             let merged = model.clone().merge_and_unload();
             assert_close(name, &logits_of(&merged, name), &adapted, 1e-4);
+            // unloading drops the trained adapters: the pretrained function again
+            assert_close(
+                name,
+                &logits_of(&model.clone().unload(), name),
+                &reference,
+                1e-5,
+            );
+            let merged_in_place = model.clone().try_map_adapted(|_, l| Ok(l.merge())).unwrap();
+            let merged_then_unloaded = merged_in_place.unload();
+            assert_close(
+                name,
+                &logits_of(&merged_then_unloaded, name),
+                &reference,
+                1e-4,
+            );
 
             // the export is a checkpoint of the same family that reloads to the same function
             let dir = tempfile::tempdir().unwrap();

@@ -380,8 +380,9 @@ fn bench_training<B: AutodiffBackend>(
     Ok(rows)
 }
 
-/// Eval throughput (examples/s) of the trained model: `base` for full FT (no adapters),
-/// `unmerged` and `merged` for LoRA / AdaLoRA.
+/// Eval throughput (examples/s) of the trained model: `base` for full FT (no adapters); for
+/// LoRA / AdaLoRA the `base` model (adapters unloaded), `unmerged` and `merged`, timed in turn
+/// within each repetition so that drift in the machine's speed hits all three alike.
 fn bench_eval<B: AutodiffBackend>(
     method: Method,
     label: &str,
@@ -397,28 +398,33 @@ fn bench_eval<B: AutodiffBackend>(
     let variants = match method {
         Method::Lora | Method::AdaLora => {
             vec![
+                ("base", inner.clone().unload()),
                 ("unmerged", inner.clone()),
                 ("merged", inner.merge_and_unload()),
             ]
         }
         _ => vec![("base", inner)],
     };
-    let mut rows = Vec::new();
-    for (variant, m) in variants {
-        let mut rates = Vec::new();
-        for rep in 0..opts.warmup + opts.reps {
-            let batch = &batches[rep % batches.len()];
+    let mut rates = vec![Vec::new(); variants.len()];
+    for rep in 0..opts.warmup + opts.reps {
+        let batch = &batches[rep % batches.len()];
+        for ((_, m), rates) in variants.iter().zip(&mut rates) {
             let started = Instant::now();
-            let logits = forward_batch(&m, batch, &inner_device)?;
+            let logits = forward_batch(m, batch, &inner_device)?;
             let _ = logits.into_data();
             let elapsed = seconds(started.elapsed());
             if rep >= opts.warmup {
                 rates.push(batch.batch_size as f64 / elapsed);
             }
         }
-        rows.push(BenchRow::new("eval", label, variant, shape, "examples/s").with_samples(&rates));
     }
-    Ok(rows)
+    Ok(variants
+        .iter()
+        .zip(&rates)
+        .map(|((variant, _), rates)| {
+            BenchRow::new("eval", label, variant, shape, "examples/s").with_samples(rates)
+        })
+        .collect())
 }
 
 fn sync<B: Backend>(device: &B::Device) -> anyhow::Result<()> {
