@@ -3,7 +3,9 @@
 
     seed_table.py RUNS_DIR BASELINE:CANDIDATE [BASELINE:CANDIDATE ...]
 
-RUNS_DIR holds run folders named `<name>-s<seed>` (e.g. `qs-lora-s42`, `qs-qlora-s42`); each
+RUNS_DIR holds run folders named `<name>-s<seed>` (e.g. `qs-lora-s42`, `qs-qlora-s42`), or an
+`adalora sweep`'s `runs/` with folders `<row>-seed<seed>-<name>` (e.g. `001-seed42-rt-qlora`,
+name `rt-qlora`); each
 pair compares `<BASELINE>-s<seed>` with `<CANDIDATE>-s<seed>` over the seeds both have
 finished (a folder with summary.json). Prints a Markdown table: per-seed dev accuracy, mean ±
 sample std (n − 1, as `adalora study`'s reports), the mean paired difference (candidate −
@@ -20,11 +22,18 @@ def finished(runs_dir):
     """{name: {seed: summary}} of the finished runs."""
     out = {}
     for entry in sorted(os.listdir(runs_dir)):
-        m = re.fullmatch(r"(.+)-s(\d+)", entry)
+        sweep_run = re.fullmatch(r"\d+-seed(\d+)-(.+)", entry)
+        plain_run = re.fullmatch(r"(.+)-s(\d+)", entry)
+        if sweep_run:
+            name, seed = sweep_run.group(2), sweep_run.group(1)
+        elif plain_run:
+            name, seed = plain_run.group(1), plain_run.group(2)
+        else:
+            continue
         path = os.path.join(runs_dir, entry, "summary.json")
-        if m and os.path.isfile(path):
+        if os.path.isfile(path):
             with open(path) as f:
-                out.setdefault(m.group(1), {})[int(m.group(2))] = json.load(f)
+                out.setdefault(name, {})[int(seed)] = json.load(f)
     return out
 
 
