@@ -577,7 +577,8 @@ where
 }
 
 /// Helper to construct a tensor from result data.
-fn make_tensor<E: bytemuck::Pod + Send + Sync>(
+// adalora patch: shared with matmul's outputs (`pub(crate)`).
+pub(crate) fn make_tensor<E: bytemuck::Pod + Send + Sync>(
     data: Vec<E>,
     shape: Shape,
     dtype: DType,

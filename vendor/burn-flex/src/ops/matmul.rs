@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use burn_backend::{DType, Element};
 use burn_std::{Bytes, Shape, bf16, f16};
 
+use crate::ops::binary::make_tensor;
 use crate::ops::fast::written_vec;
 use crate::{FlexTensor, Layout};
 
@@ -287,16 +288,7 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
             )
         })
     };
-    contiguous_tensor(out, out_shape)
-}
-
-/// A contiguous tensor of `shape` over `data`.
-fn contiguous_tensor<T: GemmScalar>(data: Vec<T>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        T::dtype(),
-    )
+    make_tensor(out, out_shape, T::dtype())
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
@@ -468,7 +460,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
             }
         })
     };
-    contiguous_tensor(out, out_shape)
+    make_tensor(out, out_shape, T::dtype())
 }
 
 // ============================================================================
