@@ -7,13 +7,12 @@ use adalora_core::{
     mask_to_budget, AdaLoraConfig, AdapterObservation, AllocatorState, BudgetSchedule, CoreError,
     LoraConfig, RankAllocator, ScoreConfig, ScoreKind, SvdAdapterConfig,
 };
-use burn::backend::NdArray;
-use burn::tensor::{backend::Backend, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use common::*;
 
 fn input(rows: usize, d_in: usize, seed: u64) -> Tensor<B, 3> {
     let device = Default::default();
-    B::seed(&device, seed);
+    let _rng = seeded_rng(seed);
     Tensor::random([2, rows, d_in], Distribution::Normal(0.0, 1.0), &device)
 }
 
@@ -223,7 +222,7 @@ fn k_zero_masks_nothing() {
 
 fn random_observations(shapes: &[(usize, usize, usize)], seed: u64) -> Vec<AdapterObservation<B>> {
     let device = Default::default();
-    NdArray::<f32>::seed(&device, seed);
+    let _rng = seeded_rng(seed);
     let n = Distribution::Normal(0.0, 1.0);
     shapes
         .iter()

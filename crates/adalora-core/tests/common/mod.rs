@@ -100,10 +100,27 @@ pub fn svd_from_peft(
     }
 }
 
+/// Seeds the backend's random generator and holds it until the guard drops.
+///
+/// The generator is one process-wide state and the test harness runs tests on parallel
+/// threads: a test that seeds and then draws would otherwise interleave its draws with another
+/// test's and see different numbers from run to run (a loss threshold that passed here failed
+/// on a 2-core CI). Hold the guard for as long as the test draws: tensors, adapter inits.
+#[must_use = "the generator is only yours while the guard lives"]
+pub fn seeded_rng(seed: u64) -> std::sync::MutexGuard<'static, ()> {
+    use burn::tensor::backend::Backend;
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding the guard poisons it; its draws are over, so the
+    // state is still usable by the next test.
+    let guard = RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(&Default::default(), seed);
+    guard
+}
+
 pub fn random_linear(d_in: usize, d_out: usize, seed: u64) -> Linear<B> {
-    use burn::tensor::{backend::Backend, Distribution};
+    use burn::tensor::Distribution;
     let device = Default::default();
-    B::seed(&device, seed);
+    let _rng = seeded_rng(seed);
     let w = Tensor::<B, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.5), &device);
     let b = Tensor::<B, 1>::random([d_out], Distribution::Normal(0.0, 0.5), &device);
     adalora_core::frozen_linear(w, Some(b))
