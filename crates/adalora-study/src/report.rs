@@ -9,7 +9,7 @@ use adalora_train::io::atomic_write;
 use adalora_train::Method;
 
 use crate::manifest::{Row, Status, SweepDir};
-use crate::runs::{LayerGrid, MetricAt, RunRecord};
+use crate::runs::{LayerGrid, MetricAt, RunRecord, MODULE_ORDER};
 
 /// Settings the row label already shows, or that are averaged / selected over.
 const NOT_A_ROW_KEY: [&str; 8] = [
@@ -458,32 +458,58 @@ fn rank_section(study: &Study, groups: &[String], tasks: &[String], md: &mut Str
         .flat_map(|g| tasks.iter().map(move |t| (g, t)))
         .filter_map(|(g, t)| rank_grid(study, g, Some(t)).map(|grid| (g.clone(), t.clone(), grid)))
         .collect();
-    let Some((_, _, first)) = grids.first() else {
+    if grids.is_empty() {
         return;
-    };
+    }
     let _ = writeln!(
         md,
         "\n## Rank allocation (AdaLoRA)\n\nMean final rank per module type (over layers and \
-         seeds) and per layer (over module types and seeds).\n"
+         seeds) and per layer (over module types and seeds); – where a run does not adapt that \
+         module type.\n"
     );
+    // Runs of one sweep may adapt different module types (a target-set ablation): the columns
+    // are every type any run has, in the paper's order, and each run fills its own.
+    let modules: Vec<&str> = MODULE_ORDER
+        .iter()
+        .map(|(_, paper)| *paper)
+        .filter(|m| grids.iter().any(|(_, _, g)| g.rows.iter().any(|r| r == m)))
+        .collect();
     let mut header = vec!["run".to_string(), "task".into()];
-    header.extend(first.rows.iter().cloned());
+    header.extend(modules.iter().map(|m| m.to_string()));
     table_header(md, &header);
     for (g, t, grid) in &grids {
-        let mut line = vec![g.clone(), t.clone()];
-        line.extend(grid.row_means().iter().map(|v| format!("{v:.2}")));
-        let _ = writeln!(md, "| {} |", line.join(" | "));
+        let means = grid.row_means();
+        let cells = modules.iter().map(|m| {
+            grid.rows
+                .iter()
+                .position(|r| r == m)
+                .map_or("–".to_string(), |i| format!("{:.2}", means[i]))
+        });
+        rank_line(md, g, t, cells);
     }
-    let layers = first.values.first().map_or(0, Vec::len);
+    let layers = grids
+        .iter()
+        .map(|(_, _, g)| g.values.first().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
     let _ = writeln!(md);
     let mut header = vec!["run".to_string(), "task".into()];
     header.extend((1..=layers).map(|l| format!("layer {l}")));
     table_header(md, &header);
     for (g, t, grid) in &grids {
-        let mut line = vec![g.clone(), t.clone()];
-        line.extend(grid.column_means().iter().map(|v| format!("{v:.2}")));
-        let _ = writeln!(md, "| {} |", line.join(" | "));
+        let means = grid.column_means();
+        let cells =
+            (0..layers).map(|l| means.get(l).map_or("–".to_string(), |v| format!("{v:.2}")));
+        rank_line(md, g, t, cells);
     }
+}
+
+fn rank_line(md: &mut String, group: &str, task: &str, cells: impl Iterator<Item = String>) {
+    let line: Vec<String> = [group.to_string(), task.to_string()]
+        .into_iter()
+        .chain(cells)
+        .collect();
+    let _ = writeln!(md, "| {} |", line.join(" | "));
 }
 
 fn table_header(md: &mut String, cols: &[String]) {
@@ -708,6 +734,40 @@ mod tests {
         assert_eq!(
             (col("at"), col("best_mean"), col("final_mean")),
             ("best", "0.800000", "0.600000")
+        );
+    }
+
+    /// A target-set ablation: one group adapts W_q and W_v, another only the FFN. Each run's
+    /// ranks go under its own module types, and the other types read "–".
+    #[test]
+    fn rank_table_columns_follow_each_runs_module_types() {
+        let mut ffn = entry(Method::AdaLora, 1, 0.75, 0.75);
+        ffn.group = "AdaLoRA FFN".into();
+        ffn.run.pattern.as_mut().unwrap().modules =
+            vec![(0, "intermediate".into(), 5), (1, "output".into(), 1)];
+        let md = markdown(&study(vec![entry(Method::AdaLora, 1, 0.75, 0.75), ffn]));
+        let header: Vec<&str> = line_of(&md, "| run | task | W_q").split(" | ").collect();
+        assert_eq!(
+            header,
+            ["| run", "task", "W_q", "W_v", "W_f1", "W_f2 |"],
+            "{md}"
+        );
+        assert_eq!(
+            line_of(&md, "| AdaLoRA 12→8 | rte | 3"),
+            "| AdaLoRA 12→8 | rte | 3.00 | 1.00 | – | – |"
+        );
+        assert_eq!(
+            line_of(&md, "| AdaLoRA FFN | rte | –"),
+            "| AdaLoRA FFN | rte | – | – | 5.00 | 1.00 |"
+        );
+        assert_eq!(
+            line_of(&md, "| AdaLoRA FFN | rte | 5"),
+            "| AdaLoRA FFN | rte | 5.00 | 1.00 |"
+        );
+        assert!(md.contains("| run | task | layer 1 | layer 2 |"), "{md}");
+        assert_eq!(
+            line_of(&md, "| AdaLoRA 12→8 | rte | 2"),
+            "| AdaLoRA 12→8 | rte | 2.00 | – |"
         );
     }
 }
