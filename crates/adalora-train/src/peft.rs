@@ -37,38 +37,72 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .expect("f32 data")
 }
 
+/// A burn-layout `[rows, cols]` matrix read to the host, where selecting and transposing for
+/// PEFT's layout happen. Doing them on the device would create views the CUDA backend cannot
+/// read back (a transposed pruned matrix, or one with no columns left at all).
+struct HostMatrix {
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl HostMatrix {
+    fn read<B: Backend>(t: Tensor<B, 2>) -> Self {
+        let [rows, cols] = t.dims();
+        HostMatrix {
+            rows,
+            cols,
+            data: to_vec(t),
+        }
+    }
+
+    /// Keep the rows (`dim = 0`) or columns (`dim = 1`) listed in `keep`, in that order.
+    fn select(self, dim: usize, keep: &[usize]) -> Self {
+        let HostMatrix { rows, cols, data } = self;
+        if dim == 0 {
+            let data = keep
+                .iter()
+                .flat_map(|&r| data[r * cols..(r + 1) * cols].iter().copied())
+                .collect();
+            HostMatrix {
+                rows: keep.len(),
+                cols,
+                data,
+            }
+        } else {
+            let data = (0..rows)
+                .flat_map(|r| keep.iter().map(move |&c| r * cols + c))
+                .map(|i| data[i])
+                .collect();
+            HostMatrix {
+                rows,
+                cols: keep.len(),
+                data,
+            }
+        }
+    }
+
+    /// The PyTorch-layout `[cols, rows]` tensor `name`.
+    fn into_hf(self, name: String) -> HfTensor {
+        let HostMatrix { rows, cols, data } = self;
+        HfTensor {
+            name,
+            shape: vec![cols, rows],
+            data: (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| r * cols + c))
+                .map(|i| data[i])
+                .collect(),
+        }
+    }
+}
+
 /// burn-layout `[a, b]` matrix → PyTorch-layout `[b, a]` tensor.
 fn transposed<B: Backend>(name: String, t: Tensor<B, 2>) -> HfTensor {
-    let t = t.transpose();
-    HfTensor {
-        name,
-        shape: t.dims().to_vec(),
-        data: to_vec(t),
-    }
+    HostMatrix::read(t).into_hf(name)
 }
 
 fn kept_indices(mask: &[bool]) -> Vec<usize> {
     (0..mask.len()).filter(|&i| mask[i]).collect()
-}
-
-/// Select columns (`dim = 1`) or rows (`dim = 0`) of a matrix on the host.
-fn select<B: Backend>(t: Tensor<B, 2>, dim: usize, keep: &[usize]) -> Tensor<B, 2> {
-    let [rows, cols] = t.dims();
-    let device = t.device();
-    let data = to_vec(t);
-    let (out, shape) = if dim == 0 {
-        let v: Vec<f32> = keep
-            .iter()
-            .flat_map(|&r| data[r * cols..(r + 1) * cols].to_vec())
-            .collect();
-        (v, [keep.len(), cols])
-    } else {
-        let v: Vec<f32> = (0..rows)
-            .flat_map(|r| keep.iter().map(|&c| data[r * cols + c]).collect::<Vec<_>>())
-            .collect();
-        (v, [rows, keep.len()])
-    };
-    Tensor::from_data(TensorData::new(out, shape), &device)
 }
 
 /// Write the model's adapters and head in PEFT's layout into `dir` (which must exist).
@@ -119,14 +153,16 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
                 }
                 let keep = kept_indices(&mask);
                 let e = to_vec(s.lora_e.val());
-                tensors.push(transposed(
-                    format!("{key}.lora_A"),
-                    select(s.lora_a.val(), 1, &keep),
-                ));
-                tensors.push(transposed(
-                    format!("{key}.lora_B"),
-                    select(s.lora_b.val(), 0, &keep),
-                ));
+                tensors.push(
+                    HostMatrix::read(s.lora_a.val())
+                        .select(1, &keep)
+                        .into_hf(format!("{key}.lora_A")),
+                );
+                tensors.push(
+                    HostMatrix::read(s.lora_b.val())
+                        .select(0, &keep)
+                        .into_hf(format!("{key}.lora_B")),
+                );
                 tensors.push(HfTensor {
                     name: format!("{key}.lora_E"),
                     shape: vec![keep.len(), 1],
@@ -549,5 +585,38 @@ fn plain_base<B: Backend>(
     match layer {
         AdaptedLinear::Plain(l) => Ok(l.clone()),
         _ => bail!("{path} already carries an adapter"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[[0, 1, 2], [3, 4, 5]]` in burn layout.
+    fn two_by_three() -> HostMatrix {
+        HostMatrix {
+            rows: 2,
+            cols: 3,
+            data: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    }
+
+    #[test]
+    fn host_matrix_selects_and_transposes_to_peft_layout() {
+        let t = two_by_three().into_hf("w".into());
+        assert_eq!(
+            (t.shape, t.data),
+            (vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0])
+        );
+        let cols = two_by_three().select(1, &[2, 0]).into_hf("a".into());
+        assert_eq!(
+            (cols.shape, cols.data),
+            (vec![2, 2], vec![2.0, 5.0, 0.0, 3.0])
+        );
+        let rows = two_by_three().select(0, &[1]).into_hf("b".into());
+        assert_eq!((rows.shape, rows.data), (vec![3, 1], vec![3.0, 4.0, 5.0]));
+        // A matrix pruned to rank 0 writes an empty tensor of the right shape.
+        let none = two_by_three().select(1, &[]).into_hf("a".into());
+        assert_eq!((none.shape, none.data.len()), (vec![0, 2], 0));
     }
 }
