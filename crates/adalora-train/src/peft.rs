@@ -38,8 +38,8 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 /// A burn-layout `[rows, cols]` matrix read to the host, where selecting and transposing for
-/// PEFT's layout happen. Doing them on the device would create views the CUDA backend cannot
-/// read back (a transposed pruned matrix, or one with no columns left at all).
+/// PEFT's layout happen. Done on the device, an AdaLoRA save on CUDA died reading back the
+/// transposed view of a pruned factor ("strides not supported"); the host has no such limits.
 struct HostMatrix {
     rows: usize,
     cols: usize,
