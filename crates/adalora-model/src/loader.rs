@@ -422,7 +422,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// A row-major `[rows, cols]` matrix's data as row-major `[cols, rows]`: burn layout to
+/// PyTorch layout and back, on the host.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
     for r in 0..rows {
         for c in 0..cols {

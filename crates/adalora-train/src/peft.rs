@@ -13,7 +13,7 @@ use adalora_core::{
     RankPattern, Steps, SvdAdapterConfig,
 };
 use adalora_model::family::load_head_from;
-use adalora_model::loader::Checkpoint;
+use adalora_model::loader::{transpose, Checkpoint};
 use adalora_model::{write_safetensors, HfTensor, SequenceClassifier};
 use anyhow::{bail, Context};
 use burn::module::Param;
@@ -84,14 +84,10 @@ impl HostMatrix {
 
     /// The PyTorch-layout `[cols, rows]` tensor `name`.
     fn into_hf(self, name: String) -> HfTensor {
-        let HostMatrix { rows, cols, data } = self;
         HfTensor {
             name,
-            shape: vec![cols, rows],
-            data: (0..cols)
-                .flat_map(|c| (0..rows).map(move |r| r * cols + c))
-                .map(|i| data[i])
-                .collect(),
+            shape: vec![self.cols, self.rows],
+            data: transpose(&self.data, self.rows, self.cols),
         }
     }
 }
