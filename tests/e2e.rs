@@ -239,13 +239,23 @@ fn qlora_and_qadalora_train_on_a_quantized_base_and_merge_to_full_precision() {
     let diff = max_diff(&logits(&quantized_preds), &logits(&merged_preds));
     assert!(diff <= 1e-4, "merged and quantized logits differ by {diff}");
 
+    // QAdaLoRA with the base's matmul in bf16 (the QLoRA paper's compute dtype; emulated by
+    // burn-flex here): trains, and the adapter records the dtype for whoever reloads it.
     let run = dir.path().join("qadalora");
     let mut args = ADALORA.to_vec();
     args.extend_from_slice(NF4_DQ);
+    args.extend(["--compute-dtype", "bf16"]);
     ok(train(&run, &args));
     let summary = json(&run.join("summary.json"));
     assert_eq!(summary["final_total_rank"], 24);
     assert_eq!(summary["quantization"]["config"]["kind"], "nf4");
+    assert_eq!(summary["quantization"]["config"]["compute_dtype"], "bf16");
+    let adapter = json(&run.join("adapter/adapter_config.json"));
+    assert_eq!(adapter["quantization"]["compute_dtype"], "bf16");
+    let loss = summary["final_metrics"]["dev"]["task_loss"]
+        .as_f64()
+        .unwrap();
+    assert!(loss.is_finite(), "bf16 QAdaLoRA dev loss {loss}");
 }
 
 #[test]

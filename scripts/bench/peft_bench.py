@@ -18,7 +18,8 @@ Rows: workload,method,variant,batch,seq,unit,median,min,max,n
   rss_growth  VmRSS after steps A and B (--rss-growth A,B), MB
   peak_gpu    --device cuda: the most GPU memory PyTorch allocated during the timed steps, MB
 With --quantize nf4 [--double-quant] (QLoRA, bitsandbytes' 4-bit path), each method is also
-run with the encoder's dense layers as bitsandbytes Linear4bit (f32 compute), labelled q<method>,
+run with the encoder's dense layers as bitsandbytes Linear4bit (compute dtype --compute-dtype,
+f32 by default), labelled q<method>,
 followed by step_ratio (quantized / f32 median step), as `adalora bench --quantize` does.
 
 Needs torch, transformers, peft (pip install torch transformers peft; bitsandbytes for
@@ -113,7 +114,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def quantize_encoder(model, quant_type, double_quant, device):
+def quantize_encoder(model, quant_type, double_quant, compute_dtype, device):
     """Swap every dense layer of the encoder (and the pooler) for a bitsandbytes Linear4bit,
     the layers `adalora train --quantize` quantizes; the classifier head stays f32."""
     import torch
@@ -122,7 +123,7 @@ def quantize_encoder(model, quant_type, double_quant, device):
         if not isinstance(module, torch.nn.Linear) or name.startswith("classifier"):
             continue
         q = bnb.nn.Linear4bit(module.in_features, module.out_features,
-                              bias=module.bias is not None, compute_dtype=torch.float32,
+                              bias=module.bias is not None, compute_dtype=compute_dtype,
                               compress_statistics=double_quant, quant_type=quant_type)
         q.load_state_dict(module.state_dict())
         q = q.to(device)  # quantizes the weight
@@ -156,7 +157,7 @@ def bench_method(method, shape, batches, args, quant=None):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = build(method, args.model, args.device, quant)
-    label = f"q{method}" if quant else method
+    label = method if not quant else f"q{method}" if quant[2] == torch.float32 else f"q{method}-bf16"
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR[method], eps=1e-8, weight_decay=0.0)
@@ -244,6 +245,8 @@ def main():
     p.add_argument("--quantize", choices=["nf4", "fp4"], default=None,
                    help="also run each method on a bitsandbytes 4-bit base")
     p.add_argument("--double-quant", action="store_true")
+    p.add_argument("--compute-dtype", choices=["f32", "bf16"], default="f32",
+                   help="bitsandbytes' compute dtype of the 4-bit layers (adalora's --compute-dtype)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = p.parse_args()
     args.shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
@@ -264,7 +267,8 @@ def main():
             if args.quantize:
                 print(f"peft bench: q{method} at {shape[0]}x{shape[1]}", file=sys.stderr)
                 quant_rows = bench_method(method, shape, batches, args,
-                                          (args.quantize, args.double_quant))
+                                          (args.quantize, args.double_quant,
+                                           {"f32": torch.float32, "bf16": torch.bfloat16}[args.compute_dtype]))
                 rows += quant_rows + [step_ratio(f32_rows, quant_rows)]
     w = csv.DictWriter(open(args.csv, "w", newline="") if args.csv else sys.stdout, FIELDS)
     w.writeheader()

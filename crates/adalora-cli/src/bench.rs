@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use adalora_train::bench::{self, BenchOptions, CpuKernels, Shape};
 use adalora_train::config::DeviceKind;
-use adalora_train::{Method, QuantConfig, QuantType};
+use adalora_train::{ComputeDtype, Method, QuantConfig, QuantType};
 use anyhow::bail;
 use clap::Args;
 
@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// Quantize the absmax constants again to 8 bits (blocks of 256).
     #[arg(long)]
     double_quant: bool,
+    /// The quantized base's matmul dtype: f32 | bf16 (the QLoRA paper's; a GPU's fast path).
+    #[arg(long, default_value = "f32")]
+    compute_dtype: String,
     /// Also write the rows as CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -82,6 +85,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             kind: kind.parse::<QuantType>()?,
             block_size: args.quant_block_size,
             double_quant: args.double_quant,
+            compute_dtype: args.compute_dtype.parse::<ComputeDtype>()?,
         }),
         None => None,
     };

@@ -85,6 +85,10 @@ pub struct TrainArgs {
     /// Quantize the absmax constants again to 8 bits (blocks of 256).
     #[arg(long)]
     double_quant: bool,
+    /// The quantized base's matmul dtype: f32 (default) | bf16 (the QLoRA paper's; fast on a
+    /// GPU, emulated on CPU).
+    #[arg(long)]
+    compute_dtype: Option<String>,
     /// Evaluate every N steps (default: every epoch).
     #[arg(long)]
     eval_every: Option<usize>,
@@ -148,6 +152,7 @@ impl TrainArgs {
             self.quant_block_size.map(|v| v.to_string()),
         );
         push("double_quant", self.double_quant.then(|| "true".into()));
+        push("compute_dtype", self.compute_dtype.as_deref().map(q));
         push("train.lr", self.lr.map(|v| format!("{v:?}")));
         push("train.epochs", self.epochs.map(|v| v.to_string()));
         push("train.max_steps", self.max_steps.map(|v| v.to_string()));

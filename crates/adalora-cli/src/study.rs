@@ -30,7 +30,7 @@ pub struct SweepArgs {
     #[arg(long)]
     dry_run: bool,
     /// --dry-run's step times: a CSV of `adalora bench --csv` or compare.py's summary.csv
-    /// (default: the newest results/bench/*/summary.csv).
+    /// (default: the newest results/bench/*/summary.csv of the runs' device kind: gpu-* for cuda).
     #[arg(long, value_name = "FILE", requires = "dry_run")]
     bench_csv: Option<PathBuf>,
     /// Run only row I of the manifest (claim it, train or resume it, record the outcome).

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 use crate::error::CoreError;
-use crate::quant::{QuantConfig, QuantError, QuantizedMatrix};
+use crate::quant::{ComputeDtype, QuantConfig, QuantError, QuantizedMatrix};
 
 /// Mark W0 and its bias as not trainable: no gradient and therefore no optimizer state.
 pub fn freeze<B: Backend>(linear: Linear<B>) -> Linear<B> {
@@ -88,6 +88,7 @@ pub struct QuantizedLinear<B: Backend> {
 impl<B: Backend> QuantizedLinear<B> {
     /// Quantize a dense layer; the f32 weight is dropped. `name` names the tensor in errors.
     pub fn quantize(linear: Linear<B>, config: QuantConfig, name: &str) -> Result<Self, CoreError> {
+        check_compute_dtype::<B>(config.compute_dtype, &linear.weight.device())?;
         let [d_in, d_out] = linear.weight.dims();
         // HF layout, the tensor bitsandbytes quantizes: blocks run along d_in within a row.
         let values = linear
@@ -110,12 +111,44 @@ impl<B: Backend> QuantizedLinear<B> {
         [self.weight.cols, self.weight.rows]
     }
 
+    /// `x·deq(q(W0)) (+ b)` in the configured compute dtype, returned in `x`'s dtype.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let w = self.dequantized(&x.device());
+        let bias = self.bias.as_ref().map(|b| b.val());
+        match self.weight.config.compute_dtype {
+            ComputeDtype::F32 => linear_flat(x, w, bias),
+            ComputeDtype::Bf16 => {
+                // As bitsandbytes' Linear4bit: input, weight and bias in the compute dtype,
+                // the output cast back. Autodiff's cast carries the input gradient back too.
+                let activations = FloatDType::from(x.dtype());
+                let bf16 = FloatDType::BF16;
+                let y = linear_flat(x.cast(bf16), w.cast(bf16), bias.map(|b| b.cast(bf16)));
+                y.cast(activations)
+            }
+        }
+    }
+
     /// deq(q(W0)) in burn layout `[d_in, d_out]`, a constant (no gradient) on `device`.
     pub fn dequantized(&self, device: &B::Device) -> Tensor<B, 2> {
         let q = &self.weight;
         let data = TensorData::new(q.dequantize(), [q.rows, q.cols]);
         Tensor::<B, 2>::from_data(data, device).transpose()
     }
+}
+
+/// A bf16 compute dtype needs a backend with bf16 arithmetic (CUDA, burn-flex; not ndarray).
+fn check_compute_dtype<B: Backend>(
+    dtype: ComputeDtype,
+    device: &B::Device,
+) -> Result<(), CoreError> {
+    if dtype == ComputeDtype::Bf16 && !B::supports_dtype(device, DType::BF16) {
+        return Err(CoreError::invalid(
+            "compute_dtype",
+            dtype.name(),
+            "this backend has no bf16 arithmetic; use f32",
+        ));
+    }
+    Ok(())
 }
 
 /// The pretrained layer under an adapter (or alone): dense, or quantized and always frozen.
@@ -136,10 +169,7 @@ impl<B: Backend> BaseLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             BaseLinear::Dense(l) => linear_forward(l, x),
-            BaseLinear::Quantized(q) => {
-                let w = q.dequantized(&x.device());
-                linear_flat(x, w, q.bias.as_ref().map(|b| b.val()))
-            }
+            BaseLinear::Quantized(q) => q.forward(x),
         }
     }
 

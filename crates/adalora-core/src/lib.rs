@@ -34,6 +34,6 @@ pub use lora::{LoraConfig, LoraLinear};
 pub use method::{Method, MethodConfig, DEFAULT_ALPHA};
 pub use observe::{adapter_gradients, adapter_weights, observations, Triplet};
 pub use orth::{orthogonal_regularizer, OrthRegForm};
-pub use quant::{QuantConfig, QuantError, QuantType, QuantizedMatrix};
+pub use quant::{ComputeDtype, QuantConfig, QuantError, QuantType, QuantizedMatrix};
 pub use schedule::{BudgetSchedule, Phase};
 pub use svd::{SvdAdapterConfig, SvdLinear};

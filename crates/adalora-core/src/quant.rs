@@ -124,6 +124,53 @@ impl FromStr for QuantType {
     }
 }
 
+/// The dtype the quantized base's matmul runs in (bitsandbytes' `bnb_4bit_compute_dtype`):
+/// the input and deq(q(W0)) are cast to it, the product and bias are computed in it, and the
+/// result is cast back to the activations' dtype. The adapters always compute in f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDtype {
+    /// Exact with respect to deq(q(W0)); the default, and the fast one on CPU.
+    #[default]
+    #[serde(alias = "float32")]
+    F32,
+    /// The QLoRA paper's setting: tensor-core speed on GPUs; on burn-flex (CPU) it reproduces
+    /// the numerics only (bf16 inputs, products accumulated in f32, result rounded to bf16).
+    #[serde(alias = "bfloat16")]
+    Bf16,
+}
+
+impl ComputeDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            ComputeDtype::F32 => "f32",
+            ComputeDtype::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ComputeDtype {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(ComputeDtype::F32),
+            "bf16" | "bfloat16" => Ok(ComputeDtype::Bf16),
+            _ => Err(CoreError::invalid(
+                "compute_dtype",
+                s,
+                "expected f32 or bf16",
+            )),
+        }
+    }
+}
+
 /// How the frozen base is quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,15 +180,19 @@ pub struct QuantConfig {
     pub block_size: usize,
     /// Quantize the absmax constants to 8 bits (blocks of 256, mean subtracted).
     pub double_quant: bool,
+    /// The dtype of the base's matmul; absent in files written before it existed (= f32).
+    #[serde(default)]
+    pub compute_dtype: ComputeDtype,
 }
 
 impl QuantConfig {
-    /// QLoRA's setting: NF4, block 64, double quantization.
+    /// QLoRA's storage setting: NF4, block 64, double quantization (compute in f32).
     pub fn qlora() -> Self {
         QuantConfig {
             kind: QuantType::Nf4,
             block_size: 64,
             double_quant: true,
+            compute_dtype: ComputeDtype::F32,
         }
     }
 
@@ -799,6 +850,7 @@ mod tests {
             kind,
             block_size: 4,
             double_quant,
+            compute_dtype: ComputeDtype::F32,
         }
     }
 

@@ -7,16 +7,18 @@
 //!    `scripts/fixtures/make_quant_fixtures.py` (bitsandbytes 0.50.2, CPU).
 //! 2. LoRA and AdaLoRA on a quantized base: forward and gradients equal those of the same
 //!    adapters on a dense base holding deq(q(W0)); only adapter parameters get gradients.
+//! 3. A bf16 compute dtype rounds the base's product to bf16 (on burn-flex, which has bf16)
+//!    and is refused by name on ndarray, which has not.
 
 use adalora_core::quant::{BlockScales, DYNAMIC_CODE, FP4_CODE, NF4_CODE};
 use adalora_core::{
-    frozen_linear, AdaptedLinear, BaseLinear, LoraConfig, QuantConfig, QuantType, QuantizedMatrix,
-    SvdAdapterConfig,
+    frozen_linear, AdaptedLinear, BaseLinear, ComputeDtype, LoraConfig, QuantConfig, QuantType,
+    QuantizedMatrix, SvdAdapterConfig,
 };
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{DType, Distribution, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
 type AB = Autodiff<NdArray<f32>>;
@@ -129,6 +131,7 @@ fn quantize_dequantize_matches_bitsandbytes_on_minilm_weights() {
                         kind,
                         block_size,
                         double_quant,
+                        ..QuantConfig::qlora()
                     };
                     let q = QuantizedMatrix::quantize(&w, rows, cols, config, &key).unwrap();
                     assert_same_bytes(&q.codes, &bytes(&st, &format!("{key}.codes")), &key);
@@ -300,4 +303,84 @@ fn merging_a_quantized_base_gives_dense_deq_plus_delta() {
         let diff = max_abs_diff(merged.forward(x), expected);
         assert!(diff <= 1e-4, "merged differs by {diff}");
     }
+}
+
+type FlexAB = Autodiff<burn_flex::Flex>;
+
+fn flex_random<const D: usize>(shape: [usize; D]) -> Tensor<FlexAB, D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+}
+
+/// One random `[64, 6]` layer quantized (NF4 + double quant, block 32) on burn-flex, once per
+/// compute dtype.
+fn flex_quantized(dtypes: [ComputeDtype; 2]) -> [BaseLinear<FlexAB>; 2] {
+    let dense = frozen_linear(flex_random([64, 6]), Some(flex_random([6])));
+    dtypes.map(|compute_dtype| {
+        let config = QuantConfig {
+            block_size: 32,
+            compute_dtype,
+            ..QuantConfig::qlora()
+        };
+        let (base, _) = BaseLinear::from(dense.clone())
+            .quantize(config, "w")
+            .unwrap();
+        base
+    })
+}
+
+fn low_bits_zero(t: &Tensor<FlexAB, 3>) -> Vec<bool> {
+    let values: Vec<f32> = t.to_data().to_vec().unwrap();
+    values.iter().map(|v| v.to_bits() & 0xffff == 0).collect()
+}
+
+#[test]
+fn bf16_compute_dtype_rounds_the_base_product_and_keeps_the_input_gradient() {
+    let [bf16, f32_base] = flex_quantized([ComputeDtype::Bf16, ComputeDtype::F32]);
+    let x = flex_random([2, 5, 64]).require_grad();
+    let (y16, y32) = (bf16.forward(x.clone()), f32_base.forward(x.clone()));
+    // The activations stay f32; their values are bf16 numbers (the low 16 bits are zero).
+    assert_eq!(y16.dtype(), DType::F32);
+    assert!(
+        low_bits_zero(&y16).iter().all(|&z| z),
+        "the bf16 product is rounded to bf16"
+    );
+    assert!(
+        !low_bits_zero(&y32).iter().all(|&z| z),
+        "the f32 product is not"
+    );
+    // bf16 keeps 8 significant bits: inputs and result are off by at most ~2^-8 relative.
+    let scale = y32.clone().abs().max().into_scalar();
+    let diff = (y16.clone() - y32.clone()).abs().max().into_scalar();
+    assert!(
+        diff > 0.0 && diff <= 2e-2 * scale,
+        "bf16 vs f32 product: {diff} (scale {scale})"
+    );
+    let (g16, g32) = (
+        y16.powf_scalar(2.0).sum().backward(),
+        y32.powf_scalar(2.0).sum().backward(),
+    );
+    let (x16, x32) = (x.grad(&g16).unwrap(), x.grad(&g32).unwrap());
+    let scale = x32.clone().abs().max().into_scalar();
+    let diff = (x16 - x32).abs().max().into_scalar();
+    assert!(
+        diff <= 3e-2 * scale,
+        "input gradient through the casts: {diff} (scale {scale})"
+    );
+}
+
+#[test]
+fn bf16_compute_dtype_is_refused_by_name_where_the_backend_has_no_bf16() {
+    let dense = frozen_linear(random([64, 6]), None);
+    let config = QuantConfig {
+        compute_dtype: ComputeDtype::Bf16,
+        ..QuantConfig::qlora()
+    };
+    let err = BaseLinear::from(dense)
+        .quantize(config, "w")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("compute_dtype") && err.contains("bf16"),
+        "{err}"
+    );
 }

@@ -31,10 +31,11 @@ impl QuantReport {
     pub fn summary(&self) -> String {
         let c = &self.config;
         format!(
-            "quantized base: {} block {}{}: {:.2} MB of weights ({:.3} x f32), relative error mean {:.4}, max {:.4}",
+            "quantized base: {} block {}{}, compute {}: {:.2} MB of weights ({:.3} x f32), relative error mean {:.4}, max {:.4}",
             c.kind,
             c.block_size,
             if c.double_quant { " + double quant" } else { "" },
+            c.compute_dtype,
             self.base_weight_bytes as f64 / 1e6,
             self.memory_ratio,
             self.mean_relative_error,

@@ -27,12 +27,22 @@ pub struct BenchStep {
     pub source: String,
 }
 
-/// The newest `results/bench/<date>/summary.csv` under `root` (dates sort as text).
-pub fn newest_bench_summary(root: &Path) -> Option<PathBuf> {
+/// Folder-name prefix of GPU benchmarks (`scripts/bench/gpu.sh` writes `results/bench/gpu-<date>`;
+/// CPU ones are `results/bench/<date>`).
+pub const GPU_BENCH_PREFIX: &str = "gpu-";
+
+/// The newest `results/bench/<date>/summary.csv` under `root` measured on the sweep's kind of
+/// device (`gpu-<date>` folders for GPU runs, the others for CPU runs): a CPU sweep estimated
+/// from GPU step times would be tens of times too short. Dates sort as text.
+pub fn newest_bench_summary(root: &Path, gpu: bool) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("results/bench"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|d| d.join("summary.csv").is_file())
+        .filter(|d| {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned());
+            name.is_some_and(|n| n.starts_with(GPU_BENCH_PREFIX) == gpu)
+        })
         .collect();
     dirs.sort();
     dirs.pop().map(|d| d.join("summary.csv"))
@@ -246,6 +256,36 @@ mod tests {
         let e = estimate_step(&steps, "adalora", 32, 128, 1.0).unwrap();
         assert_eq!(e.seconds_per_step, 40.0);
         assert!(estimate_step(&steps, "bitfit", 32, 64, 1.0).is_none());
+    }
+
+    #[test]
+    fn the_default_benchmark_is_the_newest_on_the_sweeps_kind_of_device() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in [
+            "2026-01-02",
+            "2026-01-03",
+            "gpu-2026-01-01",
+            "gpu-2026-01-04",
+            "2026-01-05",
+        ] {
+            let d = root.path().join("results/bench").join(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            if dir != "2026-01-05" {
+                std::fs::write(d.join("summary.csv"), OURS).unwrap();
+            }
+        }
+        let newest = |gpu| {
+            let path = newest_bench_summary(root.path(), gpu).unwrap();
+            path.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        // 2026-01-05 has no summary.csv; gpu-* sorts after every date but is not a CPU bench.
+        assert_eq!(newest(false), "2026-01-03");
+        assert_eq!(newest(true), "gpu-2026-01-04");
     }
 
     #[test]

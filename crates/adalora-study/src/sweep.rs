@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use adalora_train::config::DeviceKind;
 use adalora_train::io::read_json;
 use adalora_train::RunConfig;
 
@@ -31,7 +32,7 @@ pub struct SweepOptions {
     pub retry_failed: bool,
     pub dry_run: bool,
     /// `--dry-run`'s step times: a CSV of `adalora bench` (default: the newest
-    /// `results/bench/*/summary.csv`).
+    /// `results/bench/*/summary.csv` taken on the runs' kind of device: `gpu-*` for CUDA runs).
     pub bench_csv: Option<PathBuf>,
     /// Run only this row (the unit of work of every executor).
     pub run_index: Option<usize>,
@@ -279,12 +280,17 @@ fn measured_throughput(sweep: &SweepDir) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-/// The benchmark `--dry-run` estimates from: the file given, else the newest committed one.
-fn bench_steps(opts: &SweepOptions) -> anyhow::Result<Option<(PathBuf, Vec<BenchStep>)>> {
+/// The benchmark `--dry-run` estimates from: the file given, else the newest committed one
+/// taken on the runs' kind of device.
+fn bench_steps(
+    opts: &SweepOptions,
+    runs: &[PlannedRun],
+) -> anyhow::Result<Option<(PathBuf, Vec<BenchStep>)>> {
+    let gpu = runs.iter().any(|r| r.config.device == DeviceKind::Cuda);
     let Some(path) = opts
         .bench_csv
         .clone()
-        .or_else(|| estimate::newest_bench_summary(Path::new(".")))
+        .or_else(|| estimate::newest_bench_summary(Path::new("."), gpu))
     else {
         return Ok(None);
     };
@@ -306,7 +312,7 @@ fn print_plan(
     sweep: &SweepDir,
     opts: &SweepOptions,
 ) -> anyhow::Result<()> {
-    let bench = bench_steps(opts)?;
+    let bench = bench_steps(opts, runs)?;
     let steps_of_bench = bench.as_ref().map_or(&[][..], |(_, s)| s.as_slice());
     let (rate, rate_source) = match measured_throughput(sweep) {
         Some(r) => (r, "median of this sweep's finished runs".to_string()),

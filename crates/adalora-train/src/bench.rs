@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use adalora_core::QuantConfig;
+use adalora_core::{ComputeDtype, QuantConfig};
 use adalora_data::batch::{Batch, BatchConfig, Batcher};
 use adalora_data::{load_movie_reviews, Dataset};
 use adalora_model::SequenceClassifier;
@@ -193,6 +193,7 @@ fn quantized_twin(cfg: &RunConfig, quant: QuantConfig) -> anyhow::Result<RunConf
         quantize: Some(quant.kind),
         quant_block_size: quant.block_size,
         double_quant: quant.double_quant,
+        compute_dtype: quant.compute_dtype,
         ..cfg.clone()
     };
     twin.validate()
@@ -200,11 +201,13 @@ fn quantized_twin(cfg: &RunConfig, quant: QuantConfig) -> anyhow::Result<RunConf
     Ok(twin)
 }
 
-/// How a workload is labelled in the rows: `lora`, or `qlora` on a quantized base.
+/// How a workload is labelled in the rows: `lora`, or `qlora` on a quantized base
+/// (`qlora-bf16` when its matmul computes in bf16).
 fn method_label(cfg: &RunConfig) -> String {
-    match cfg.quantize {
-        Some(_) => format!("q{}", cfg.method.name()),
-        None => cfg.method.name().to_string(),
+    match (cfg.quantize, cfg.compute_dtype) {
+        (None, _) => cfg.method.name().to_string(),
+        (Some(_), ComputeDtype::F32) => format!("q{}", cfg.method.name()),
+        (Some(_), dtype) => format!("q{}-{dtype}", cfg.method.name()),
     }
 }
 
@@ -516,6 +519,7 @@ mod tests {
         let unquantized = RunConfig {
             quantize: None,
             double_quant: lora.double_quant,
+            compute_dtype: lora.compute_dtype,
             ..twin.clone()
         };
         assert_eq!(unquantized, lora);
@@ -523,6 +527,12 @@ mod tests {
             (method_label(&lora), method_label(&twin)),
             ("lora".into(), "qlora".into())
         );
+        let bf16 = QuantConfig {
+            compute_dtype: ComputeDtype::Bf16,
+            ..QuantConfig::qlora()
+        };
+        let twin = quantized_twin(&lora, bf16).unwrap();
+        assert_eq!(method_label(&twin), "qlora-bf16");
         let full = RunConfig {
             method: Method::Full,
             ..RunConfig::default()

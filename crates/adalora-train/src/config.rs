@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adalora_core::{AdaLoraConfig, LoraConfig, Method, MethodConfig, QuantConfig, QuantType};
+use adalora_core::{
+    AdaLoraConfig, ComputeDtype, LoraConfig, Method, MethodConfig, QuantConfig, QuantType,
+};
 use adalora_data::CustomTaskConfig;
 use adalora_model::TargetSpec;
 use anyhow::{bail, Context};
@@ -174,6 +176,8 @@ pub struct RunConfig {
     pub quant_block_size: usize,
     /// Quantize the absmax constants again to 8 bits (blocks of 256, mean subtracted).
     pub double_quant: bool,
+    /// The quantized base's matmul dtype: `f32` or `bf16` (bitsandbytes' compute dtype).
+    pub compute_dtype: ComputeDtype,
     /// Which dense layers get adapters (LoRA / AdaLoRA).
     pub target: TargetSpec,
     pub lora: LoraSection,
@@ -195,6 +199,7 @@ impl Default for RunConfig {
             quantize: None,
             quant_block_size: QuantConfig::qlora().block_size,
             double_quant: false,
+            compute_dtype: ComputeDtype::F32,
             // The paper adapts all six matrices of every layer.
             target: TargetSpec::new(
                 "query,key,value,attention-output,intermediate,output"
@@ -265,6 +270,7 @@ impl RunConfig {
             kind,
             block_size: self.quant_block_size,
             double_quant: self.double_quant,
+            compute_dtype: self.compute_dtype,
         })
     }
 
@@ -367,6 +373,12 @@ impl RunConfig {
                 );
             }
             q.validate()?;
+        } else if self.compute_dtype != ComputeDtype::F32 {
+            bail!(
+                "invalid setting compute_dtype = \"{}\": it is the dtype of a quantized base's \
+                 matmul; set quantize as well, or drop compute_dtype",
+                self.compute_dtype
+            );
         }
         if self.device == DeviceKind::Cuda && !cfg!(feature = "cuda") {
             bail!("device = \"cuda\" needs a build with `--features cuda`");
@@ -522,6 +534,23 @@ mod tests {
             let msg = format!("{err:#}");
             assert!(msg.contains("quantize") && msg.contains("frozen"), "{msg}");
         }
+        let bf16 = RunConfig::load(
+            None,
+            &["quantize=nf4".into(), "compute_dtype=\"bf16\"".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            bf16.quant_config().unwrap().compute_dtype,
+            ComputeDtype::Bf16
+        );
+        let err = RunConfig::load(None, &["compute_dtype=\"bf16\"".into()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("compute_dtype") && msg.contains("quantize"),
+            "{msg}"
+        );
+        let err = RunConfig::load(None, &["compute_dtype=\"f16\"".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("f16"), "{err:#}");
         let err = RunConfig::load(None, &["quantize=int8".into(), "quant_block_size=7".into()])
             .unwrap_err();
         assert!(

@@ -24,7 +24,7 @@ pub mod peft;
 pub mod task;
 pub mod trainer;
 
-pub use adalora_core::{BudgetSchedule, Method, QuantConfig, QuantType};
+pub use adalora_core::{BudgetSchedule, ComputeDtype, Method, QuantConfig, QuantType};
 pub use adalora_model::resolve_model_dir;
 pub use config::RunConfig;
 
