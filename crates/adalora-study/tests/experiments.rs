@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use adalora_study::SweepSpec;
-use adalora_train::Method;
+use adalora_train::{Method, QuantConfig, RunConfig};
 
 fn expand(name: &str) -> Vec<adalora_study::PlannedRun> {
     // Paths inside run configurations (rank-pattern files) are relative to the repository root.
@@ -61,4 +61,45 @@ fn committed_sweeps_expand_to_the_planned_grids() {
     assert!(parts
         .iter()
         .any(|r| r.config.adalora.orth_reg_weight == 0.0 && r.config.method == Method::AdaLora));
+}
+
+#[test]
+fn qlora_sweeps_pair_every_quantized_run_with_its_f32_twin() {
+    let sweeps = [
+        ("qlora_quality.toml", 24),
+        ("qlora_lr.toml", 24),
+        ("qlora_seeds.toml", 16),
+        ("qlora_long.toml", 12),
+    ];
+    for (name, size) in sweeps {
+        let planned = expand(name);
+        assert_eq!(planned.len(), size, "{name}");
+        let quantized: Vec<_> = planned
+            .iter()
+            .filter(|r| r.config.quantize.is_some())
+            .collect();
+        assert_eq!(
+            2 * quantized.len(),
+            size,
+            "{name}: half on a quantized base"
+        );
+        for q in quantized {
+            assert_eq!(
+                q.config.quant_config(),
+                Some(QuantConfig::qlora()),
+                "{name}"
+            );
+            // The paired run differs only in the base: same method, rate, data and seed.
+            let twin = RunConfig {
+                quantize: None,
+                double_quant: false,
+                ..q.config.clone()
+            };
+            assert!(
+                planned.iter().any(|r| r.config == twin),
+                "{name}: {} has no f32 twin",
+                q.label
+            );
+        }
+    }
 }
