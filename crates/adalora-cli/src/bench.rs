@@ -51,7 +51,8 @@ pub struct BenchArgs {
     /// Quantize the absmax constants again to 8 bits (blocks of 256).
     #[arg(long)]
     double_quant: bool,
-    /// The quantized base's matmul dtype: f32 | bf16 (the QLoRA paper's; a GPU's fast path).
+    /// The quantized base's matmul dtype: f32 | bf16 (the QLoRA paper's; native on CUDA,
+    /// emulated on CPU); bf16 rows are labelled `q<method>-bf16`.
     #[arg(long, default_value = "f32")]
     compute_dtype: String,
     /// Also write the rows as CSV here.

@@ -85,8 +85,8 @@ pub struct TrainArgs {
     /// Quantize the absmax constants again to 8 bits (blocks of 256).
     #[arg(long)]
     double_quant: bool,
-    /// The quantized base's matmul dtype: f32 (default) | bf16 (the QLoRA paper's; fast on a
-    /// GPU, emulated on CPU).
+    /// The quantized base's matmul dtype: f32 (default) | bf16 (the QLoRA paper's; native on
+    /// CUDA, emulated on CPU; refused where the backend has no bf16).
     #[arg(long)]
     compute_dtype: Option<String>,
     /// Evaluate every N steps (default: every epoch).

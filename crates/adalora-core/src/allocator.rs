@@ -9,6 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
+use crate::host::to_f32_vec;
 use crate::schedule::{BudgetSchedule, Phase};
 
 /// How a triplet is scored (paper Table 4 ablations besides the default).
@@ -142,8 +143,8 @@ impl<B: Backend, const D: usize> Ema<B, D> {
     fn to_host(&self) -> EmaState {
         EmaState {
             shape: self.ipt.dims().to_vec(),
-            ipt: to_vec(self.ipt.clone()),
-            unc: to_vec(self.unc.clone()),
+            ipt: to_f32_vec(self.ipt.clone()),
+            unc: to_f32_vec(self.unc.clone()),
         }
     }
 
@@ -372,7 +373,7 @@ impl<B: Backend> RankAllocator<B> {
     fn observe(&mut self, obs: &[AdapterObservation<B>]) {
         let (b1, b2) = (self.score.beta1, self.score.beta2);
         if self.score.kind == ScoreKind::Magnitude {
-            self.magnitudes = Some(obs.iter().map(|o| to_vec(o.e.clone().abs())).collect());
+            self.magnitudes = Some(obs.iter().map(|o| to_f32_vec(o.e.clone().abs())).collect());
             return;
         }
         if let Some(stats) = self.stats.as_mut() {
@@ -395,7 +396,7 @@ impl<B: Backend> RankAllocator<B> {
         match &self.stats {
             Some(stats) => stats
                 .iter()
-                .map(|s| to_vec(s.triplet_scores(self.score.kind)))
+                .map(|s| to_f32_vec(s.triplet_scores(self.score.kind)))
                 .collect(),
             None => self.init_ranks.iter().map(|&r| vec![0.0; r]).collect(),
         }
@@ -488,11 +489,4 @@ pub fn mask_to_budget(scores: &[Vec<f32>], budget: usize) -> RankPattern {
             .map(|s| s.iter().map(|&v| v > threshold).collect())
             .collect(),
     }
-}
-
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("float tensor converts to f32")
 }

@@ -12,6 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 use crate::error::CoreError;
+use crate::host::to_f32_vec;
 use crate::quant::{ComputeDtype, QuantConfig, QuantError, QuantizedMatrix};
 
 /// Mark W0 and its bias as not trainable: no gradient and therefore no optimizer state.
@@ -91,14 +92,7 @@ impl<B: Backend> QuantizedLinear<B> {
         check_compute_dtype::<B>(config.compute_dtype, &linear.weight.device())?;
         let [d_in, d_out] = linear.weight.dims();
         // HF layout, the tensor bitsandbytes quantizes: blocks run along d_in within a row.
-        let values = linear
-            .weight
-            .val()
-            .transpose()
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| CoreError::Shape(format!("{name}: {e:?}")))?;
+        let values = to_f32_vec(linear.weight.val().transpose());
         let weight = QuantizedMatrix::quantize(&values, d_out, d_in, config, name)?;
         Ok(QuantizedLinear {
             weight: Arc::new(weight),
@@ -252,12 +246,9 @@ impl<B: Backend> BaseLinear<B> {
     ) -> Result<(Self, QuantError), CoreError> {
         match self {
             BaseLinear::Dense(l) => {
-                let original = l.weight.val().transpose().into_data().convert::<f32>();
+                let original = to_f32_vec(l.weight.val().transpose());
                 let q = QuantizedLinear::quantize(l, config, name)?;
-                let original = original
-                    .as_slice::<f32>()
-                    .map_err(|e| CoreError::Shape(format!("{name}: {e:?}")))?;
-                let error = QuantError::between(original, &q.weight.dequantize());
+                let error = QuantError::between(&original, &q.weight.dequantize());
                 Ok((BaseLinear::Quantized(q), error))
             }
             quantized => Ok((quantized, QuantError::default())),

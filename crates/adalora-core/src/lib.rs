@@ -14,6 +14,7 @@ pub mod allocator;
 pub mod config;
 pub mod error;
 pub mod frozen;
+pub mod host;
 pub mod lora;
 pub mod method;
 pub mod observe;
@@ -30,6 +31,7 @@ pub use allocator::{
 pub use config::{AdaLoraConfig, Steps};
 pub use error::CoreError;
 pub use frozen::{freeze, frozen_linear, BaseLinear, QuantizedLinear};
+pub use host::to_f32_vec;
 pub use lora::{LoraConfig, LoraLinear};
 pub use method::{Method, MethodConfig, DEFAULT_ALPHA};
 pub use observe::{adapter_gradients, adapter_weights, observations, Triplet};

@@ -134,8 +134,8 @@ pub enum ComputeDtype {
     #[default]
     #[serde(alias = "float32")]
     F32,
-    /// The QLoRA paper's setting: tensor-core speed on GPUs; on burn-flex (CPU) it reproduces
-    /// the numerics only (bf16 inputs, products accumulated in f32, result rounded to bf16).
+    /// The QLoRA paper's setting, native on CUDA; on burn-flex (CPU) it reproduces the numerics
+    /// only (bf16 inputs, products accumulated in f32, result rounded to bf16).
     #[serde(alias = "bfloat16")]
     Bf16,
 }

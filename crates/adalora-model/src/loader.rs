@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use adalora_core::AdaptedLinear;
+use adalora_core::{to_f32_vec, AdaptedLinear};
 use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::backend::Backend;
@@ -483,13 +483,6 @@ pub struct HfTensor {
     pub data: Vec<f32>,
 }
 
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("float tensor converts to f32")
-}
-
 /// The weight a layer currently applies (W0 + ΔW for an unmerged adapter), burn layout.
 fn effective_weight<B: Backend>(l: &AdaptedLinear<B>, device: &B::Device) -> Tensor<B, 2> {
     let w = l.base().weight(device);
@@ -524,7 +517,7 @@ impl Exporter {
 
     pub fn tensor<B: Backend, const D: usize>(&mut self, name: &str, t: Tensor<B, D>) {
         let shape = t.dims().to_vec();
-        self.push(name, shape, to_vec(t));
+        self.push(name, shape, to_f32_vec(t));
     }
 
     pub fn linear<B: Backend>(&mut self, name: &str, l: &Linear<B>) {
@@ -541,7 +534,7 @@ impl Exporter {
         self.push(
             &format!("{name}.weight"),
             vec![d_out, d_in],
-            transpose(&to_vec(weight), d_in, d_out),
+            transpose(&to_f32_vec(weight), d_in, d_out),
         );
         if let Some(b) = bias {
             self.tensor(&format!("{name}.bias"), b);

@@ -153,6 +153,7 @@ impl<B: Backend, R: Record<B>> Record<B> for AdaLoraRecord<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adalora_core::to_f32_vec;
     use adalora_core::{frozen_linear, AdaptedLinear, Steps};
     use burn::backend::{Autodiff, NdArray};
     use burn::module::Module;
@@ -173,10 +174,6 @@ mod tests {
         fn adapted_linears_mut(&mut self) -> Vec<&mut AdaptedLinear<B>> {
             vec![&mut self.layer]
         }
-    }
-
-    fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
-        t.into_data().convert::<f32>().into_vec().unwrap()
     }
 
     /// The paper's variant scores the weights the gradient was computed at; PEFT's (the
@@ -212,12 +209,15 @@ mod tests {
             let before = lora_e.val().inner();
             let model = driver.step(&mut adam, 0.1, model, grads).unwrap();
             let after = model.svd_adapters()[0].lora_e.val().inner();
-            assert!(host(after.clone()).iter().all(|v| *v != 0.0), "λ must move");
+            assert!(
+                to_f32_vec(after.clone()).iter().all(|v| *v != 0.0),
+                "λ must move"
+            );
             let scored = match weights {
                 ScoreWeights::PreUpdate => before,
                 ScoreWeights::PostUpdate => after,
             };
-            let expected = host((scored * grad_e).abs().mul_scalar(1.0 - cfg.beta1));
+            let expected = to_f32_vec((scored * grad_e).abs().mul_scalar(1.0 - cfg.beta1));
             let state = driver.state();
             let ipt = &state.stats.as_ref().unwrap()[0].e.ipt;
             for (got, want) in ipt.iter().zip(&expected) {

@@ -104,6 +104,7 @@ pub fn bias_and_norm_ids<B: AutodiffBackend, M: Module<B> + AdapterHost<B>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adalora_core::to_f32_vec;
     use burn::backend::{Autodiff, NdArray};
     use burn::nn::{Linear, LinearConfig};
 
@@ -119,26 +120,25 @@ mod tests {
         optim.step(0.1, layer, grads)
     }
 
-    fn values<const D: usize>(t: Tensor<AB, D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().into_vec().unwrap()
-    }
-
     #[test]
     fn exempt_parameters_are_not_decayed_and_the_others_are() {
         let device = Default::default();
         let mut layer = LinearConfig::new(3, 2).init::<AB>(&device);
         layer.bias = layer.bias.map(|b| b.map(|t| t.ones_like().require_grad()));
         let bias_id = layer.bias.as_ref().unwrap().id;
-        let weight = values(layer.weight.val());
+        let weight = to_f32_vec(layer.weight.val());
 
         let decayed = step(HashSet::new(), layer.clone());
         let exempt = step(HashSet::from([bias_id]), layer);
         // AdamW: θ ← θ − lr·wd·θ with zero gradient.
         let close = |v: Vec<f32>, want: f32| v.iter().all(|x| (x - want).abs() < 1e-6);
-        assert!(close(values(decayed.bias.unwrap().val()), 0.95));
-        assert!(close(values(exempt.bias.unwrap().val()), 1.0));
+        assert!(close(to_f32_vec(decayed.bias.unwrap().val()), 0.95));
+        assert!(close(to_f32_vec(exempt.bias.unwrap().val()), 1.0));
         let expected: Vec<f32> = weight.iter().map(|w| w * 0.95).collect();
-        for got in [values(decayed.weight.val()), values(exempt.weight.val())] {
+        for got in [
+            to_f32_vec(decayed.weight.val()),
+            to_f32_vec(exempt.weight.val()),
+        ] {
             assert!(
                 got.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6),
                 "{got:?}"

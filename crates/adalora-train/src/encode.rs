@@ -17,7 +17,7 @@ use std::str::FromStr;
 
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::{load_for_embedding, resolve_model_dir, ModelInput, SequenceClassifier};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -143,11 +143,7 @@ pub fn embed_sentences<B: Backend, M: SequenceClassifier<B>>(
             pooled
         };
         let d = pooled.dims()[1];
-        let data = pooled
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| anyhow!("embedding readback failed: {e:?}"))?;
+        let data = adalora_core::to_f32_vec(pooled);
         out.extend(data.chunks(d).map(<[f32]>::to_vec));
     }
     Ok(out)

@@ -32,11 +32,7 @@ pub fn predict_logits<B: Backend, M: SequenceClassifier<B>>(
         let out = forward_batch(model, &batch, device)?;
         let loss = task_loss(out.clone(), &batch.labels)?;
         loss_sum += loss.into_scalar().elem::<f64>() * batch.batch_size as f64;
-        let values = out
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 logits");
+        let values = adalora_core::to_f32_vec(out);
         for (row, &i) in batch.indices.iter().enumerate() {
             logits[i * k..(i + 1) * k].copy_from_slice(&values[row * k..(row + 1) * k]);
         }

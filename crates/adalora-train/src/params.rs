@@ -38,11 +38,7 @@ impl<B: Backend> ModuleVisitor<B> for CollectTrainable {
             self.0.push(HfTensor {
                 name: format!("param.{}", param.id.val()),
                 shape: t.dims().to_vec(),
-                data: t
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .expect("f32 data"),
+                data: adalora_core::to_f32_vec(t),
             });
         }
     }

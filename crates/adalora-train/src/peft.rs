@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use adalora_core::{
-    AdaLoraConfig, AdaptedLinear, BaseLinear, LoraConfig, Method, MethodConfig, QuantConfig,
-    RankPattern, Steps, SvdAdapterConfig,
+    to_f32_vec, AdaLoraConfig, AdaptedLinear, BaseLinear, LoraConfig, Method, MethodConfig,
+    QuantConfig, RankPattern, Steps, SvdAdapterConfig,
 };
 use adalora_model::family::load_head_from;
 use adalora_model::loader::{transpose, Checkpoint};
@@ -30,13 +30,6 @@ const QUANT_KEY: &str = "quantization";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data")
-}
-
 /// A burn-layout `[rows, cols]` matrix read to the host, where selecting and transposing for
 /// PEFT's layout happen. Done on the device, an AdaLoRA save on CUDA died reading back the
 /// transposed view of a pruned factor ("strides not supported"); the host has no such limits.
@@ -52,7 +45,7 @@ impl HostMatrix {
         HostMatrix {
             rows,
             cols,
-            data: to_vec(t),
+            data: to_f32_vec(t),
         }
     }
 
@@ -148,7 +141,7 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
                     );
                 }
                 let keep = kept_indices(&mask);
-                let e = to_vec(s.lora_e.val());
+                let e = to_f32_vec(s.lora_e.val());
                 tensors.push(
                     HostMatrix::read(s.lora_a.val())
                         .select(1, &keep)
