@@ -14,6 +14,7 @@ use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use crate::error::CoreError;
 use crate::host::to_f32_vec;
 use crate::quant::{ComputeDtype, QuantConfig, QuantError, QuantizedMatrix};
+use crate::resident::DeviceCodes;
 
 /// Mark W0 and its bias as not trainable: no gradient and therefore no optimizer state.
 pub fn freeze<B: Backend>(linear: Linear<B>) -> Linear<B> {
@@ -83,6 +84,9 @@ pub struct QuantizedLinear<B: Backend> {
     /// W0 in HF layout `[d_out, d_in]`, shared between clones of the model.
     #[module(skip)]
     pub weight: Arc<QuantizedMatrix>,
+    /// Off by default (host dequantization); switched on for GPU backends.
+    #[module(skip)]
+    pub device_codes: DeviceCodes,
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 
@@ -96,6 +100,7 @@ impl<B: Backend> QuantizedLinear<B> {
         let weight = QuantizedMatrix::quantize(&values, d_out, d_in, config, name)?;
         Ok(QuantizedLinear {
             weight: Arc::new(weight),
+            device_codes: DeviceCodes::default(),
             bias: linear.bias.map(|b| b.set_require_grad(false)),
         })
     }
@@ -107,7 +112,11 @@ impl<B: Backend> QuantizedLinear<B> {
 
     /// `x·deq(q(W0)) (+ b)` in the configured compute dtype, returned in `x`'s dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let w = self.dequantized(&x.device());
+        let device = x.device();
+        let w = self
+            .device_codes
+            .dequantize(&self.weight, &device)
+            .unwrap_or_else(|| self.dequantized(&device));
         let bias = self.bias.as_ref().map(|b| b.val());
         match self.weight.config.compute_dtype {
             ComputeDtype::F32 => linear_flat(x, w, bias),

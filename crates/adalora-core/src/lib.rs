@@ -20,6 +20,7 @@ pub mod method;
 pub mod observe;
 pub mod orth;
 pub mod quant;
+pub mod resident;
 pub mod schedule;
 pub mod svd;
 
@@ -37,5 +38,6 @@ pub use method::{Method, MethodConfig, DEFAULT_ALPHA};
 pub use observe::{adapter_gradients, adapter_weights, observations, Triplet};
 pub use orth::{orthogonal_regularizer, OrthRegForm};
 pub use quant::{ComputeDtype, QuantConfig, QuantError, QuantType, QuantizedMatrix};
+pub use resident::DeviceCodes;
 pub use schedule::{BudgetSchedule, Phase};
 pub use svd::{SvdAdapterConfig, SvdLinear};

@@ -92,7 +92,7 @@ impl QuantType {
         }
     }
 
-    fn code(self) -> Option<&'static [f32; 16]> {
+    pub(crate) fn code(self) -> Option<&'static [f32; 16]> {
         match self {
             QuantType::Nf4 => Some(&NF4_CODE),
             QuantType::Fp4 => Some(&FP4_CODE),

@@ -12,8 +12,8 @@
 
 use adalora_core::quant::{BlockScales, DYNAMIC_CODE, FP4_CODE, NF4_CODE};
 use adalora_core::{
-    frozen_linear, AdaptedLinear, BaseLinear, ComputeDtype, LoraConfig, QuantConfig, QuantType,
-    QuantizedMatrix, SvdAdapterConfig,
+    frozen_linear, to_f32_vec, AdaptedLinear, BaseLinear, ComputeDtype, LoraConfig, QuantConfig,
+    QuantType, QuantizedMatrix, SvdAdapterConfig,
 };
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -383,4 +383,61 @@ fn bf16_compute_dtype_is_refused_by_name_where_the_backend_has_no_bf16() {
         err.contains("compute_dtype") && err.contains("bf16"),
         "{err}"
     );
+}
+
+/// The device path (codes uploaded once, unpacked and scaled with tensor ops) gives the host
+/// path's values bit for bit, on both CPU backends, for both 4-bit codes with and without
+/// double quantization, including a matrix whose value count is not a multiple of eight.
+fn device_codes_match_the_host_on<B: Backend>() {
+    let device = Default::default();
+    for (d_in, d_out, block_size) in [(6, 5, 6), (96, 64, 32)] {
+        for kind in [QuantType::Nf4, QuantType::Fp4] {
+            for double_quant in [false, true] {
+                let weight =
+                    Tensor::<B, 2>::random([d_in, d_out], Distribution::Normal(0.0, 1.0), &device);
+                let config = QuantConfig {
+                    kind,
+                    block_size,
+                    double_quant,
+                    ..QuantConfig::qlora()
+                };
+                let (base, _) = BaseLinear::from(frozen_linear(weight, None))
+                    .quantize(config, "w")
+                    .unwrap();
+                let q = base.as_quantized().unwrap();
+                assert!(
+                    q.device_codes.dequantize::<B>(&q.weight, &device).is_none(),
+                    "off by default"
+                );
+                q.device_codes.enable();
+                let on_device = q.device_codes.dequantize::<B>(&q.weight, &device).unwrap();
+                let host = q.dequantized(&device);
+                let what = format!("{kind} d_in {d_in} block {block_size} dq {double_quant}");
+                assert_eq!(on_device.dims(), host.dims(), "{what}");
+                assert_bits(&to_f32_vec(on_device), &to_f32_vec(host), &what);
+                // Uploaded once: a second call reuses the same codes.
+                assert!(q.device_codes.dequantize::<B>(&q.weight, &device).is_some());
+            }
+        }
+    }
+    // int8 has no 4-bit code: it stays on the host path.
+    let dense = frozen_linear(
+        Tensor::<B, 2>::random([8, 4], Distribution::Normal(0.0, 1.0), &device),
+        None,
+    );
+    let config = QuantConfig {
+        kind: QuantType::Int8,
+        block_size: 8,
+        ..QuantConfig::qlora()
+    };
+    let (base, _) = BaseLinear::from(dense).quantize(config, "w").unwrap();
+    let q = base.as_quantized().unwrap();
+    q.device_codes.enable();
+    assert!(q.device_codes.dequantize::<B>(&q.weight, &device).is_none());
+}
+
+#[test]
+fn device_dequantization_equals_the_host_path_bit_for_bit() {
+    device_codes_match_the_host_on::<NdArray<f32>>();
+    device_codes_match_the_host_on::<burn_flex::Flex>();
 }

@@ -39,5 +39,5 @@ pub use loader::{
     load_for_classification, load_for_embedding, max_tokens, resolve_model_dir, write_safetensors,
     HfTensor,
 };
-pub use quantize::{quantize_base, QuantReport};
+pub use quantize::{dequantize_on_device, quantize_base, QuantReport};
 pub use target::{apply_method, apply_method_with_ranks, ParamReport, TargetSpec};

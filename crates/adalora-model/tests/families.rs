@@ -8,8 +8,8 @@ mod common;
 use adalora_core::{AdaLoraConfig, AdapterHost, LoraConfig, Method, MethodConfig, QuantConfig};
 use adalora_model::target::TargetModules;
 use adalora_model::{
-    apply_method, load_for_classification, quantize_base, write_safetensors, AnyClassifier,
-    HeadSource, ModelInput, ModuleKind, SequenceClassifier, TargetSpec,
+    apply_method, dequantize_on_device, load_for_classification, quantize_base, write_safetensors,
+    AnyClassifier, HeadSource, ModelInput, ModuleKind, SequenceClassifier, TargetSpec,
 };
 use burn::tensor::backend::Backend;
 use common::*;
@@ -326,6 +326,19 @@ fn qlora_quantizes_every_familys_frozen_linears_and_adapters_train_on_top() {
             "{name}: full fine-tuning of a quantized base is refused"
         );
         let reference = logits_of(&quantized, name);
+        // Dequantizing on the device (the GPU path) gives the host path's logits bit for bit.
+        let on_device = quantized.clone();
+        assert_eq!(dequantize_on_device(&on_device), paths.len(), "{name}");
+        assert!(
+            on_device.adapted_linears().iter().all(|l| l
+                .base()
+                .as_quantized()
+                .unwrap()
+                .device_codes
+                .enabled()),
+            "{name}: every quantized base dequantizes on the device"
+        );
+        assert_close(name, &logits_of(&on_device, name), &reference, 0.0);
         let method = MethodConfig::lora(LoraConfig::new().with_r(2));
         let (mut model, _) = apply_method(quantized, &method, &spec, &dev).unwrap();
         assert_close(name, &logits_of(&model, name), &reference, 1e-5);

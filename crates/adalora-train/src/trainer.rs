@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::adalora::{AdaLoraDriver, AdaLoraRecord};
 use crate::batch::{forward_batch, task_loss};
 use crate::clip::clip_global_norm;
-use crate::config::RunConfig;
+use crate::config::{DeviceKind, RunConfig};
 use crate::decay::{bias_and_norm_ids, GroupedAdamW};
 use crate::eval::evaluate_split;
 use crate::io::{atomic_write, atomic_write_json, read_json, replace_dir, RunDir};
@@ -213,6 +213,10 @@ pub fn build_model<B: AutodiffBackend>(
     let (model, quant) = match cfg.quant_config() {
         Some(q) => {
             let (model, report) = adalora_model::quantize_base(model, q)?;
+            // On a GPU the 4-bit codes live on the card; on CPU the host loop is faster.
+            if cfg.device == DeviceKind::Cuda {
+                adalora_model::dequantize_on_device(&model);
+            }
             (model, Some(report))
         }
         None => (model, None),
