@@ -91,18 +91,25 @@ pub struct QuantizedLinear<B: Backend> {
 }
 
 impl<B: Backend> QuantizedLinear<B> {
-    /// Quantize a dense layer; the f32 weight is dropped. `name` names the tensor in errors.
-    pub fn quantize(linear: Linear<B>, config: QuantConfig, name: &str) -> Result<Self, CoreError> {
+    /// Quantize a dense layer and report the quantization error of its weight; the f32 weight
+    /// is dropped. `name` names the tensor in errors.
+    pub fn quantize(
+        linear: Linear<B>,
+        config: QuantConfig,
+        name: &str,
+    ) -> Result<(Self, QuantError), CoreError> {
         check_compute_dtype::<B>(config.compute_dtype, &linear.weight.device())?;
         let [d_in, d_out] = linear.weight.dims();
         // HF layout, the tensor bitsandbytes quantizes: blocks run along d_in within a row.
         let values = to_f32_vec(linear.weight.val().transpose());
         let weight = QuantizedMatrix::quantize(&values, d_out, d_in, config, name)?;
-        Ok(QuantizedLinear {
+        let error = QuantError::between(&values, &weight.dequantize());
+        let layer = QuantizedLinear {
             weight: Arc::new(weight),
             device_codes: DeviceCodes::default(),
             bias: linear.bias.map(|b| b.set_require_grad(false)),
-        })
+        };
+        Ok((layer, error))
     }
 
     /// `[d_in, d_out]`, like [`Linear`].
@@ -255,9 +262,7 @@ impl<B: Backend> BaseLinear<B> {
     ) -> Result<(Self, QuantError), CoreError> {
         match self {
             BaseLinear::Dense(l) => {
-                let original = to_f32_vec(l.weight.val().transpose());
-                let q = QuantizedLinear::quantize(l, config, name)?;
-                let error = QuantError::between(&original, &q.weight.dequantize());
+                let (q, error) = QuantizedLinear::quantize(l, config, name)?;
                 Ok((BaseLinear::Quantized(q), error))
             }
             quantized => Ok((quantized, QuantError::default())),

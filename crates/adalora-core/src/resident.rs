@@ -46,6 +46,11 @@ impl DeviceCodes {
         self.lock().enabled
     }
 
+    /// Whether `q` has a device path: the 4-bit kinds, whose 16-value code the card looks up.
+    pub fn applies_to(q: &QuantizedMatrix) -> bool {
+        q.config.kind.code().is_some()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is a flag and a cache; a panic elsewhere cannot leave it inconsistent.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)

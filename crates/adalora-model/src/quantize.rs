@@ -2,7 +2,7 @@
 //! weight by its quantized form ([`adalora_core::quant`]). The classifier head stays f32 (it
 //! trains); embeddings and LayerNorms stay f32 (they are not linear layers, as in bitsandbytes).
 
-use adalora_core::{QuantConfig, QuantError};
+use adalora_core::{DeviceCodes, QuantConfig, QuantError};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +110,7 @@ pub fn dequantize_on_device<B: Backend, M: SequenceClassifier<B>>(model: &M) -> 
         .adapted_linears()
         .into_iter()
         .filter_map(|l| l.base().as_quantized())
-        .filter(|q| q.weight.config.kind.bits() == 4)
+        .filter(|q| DeviceCodes::applies_to(&q.weight))
         .map(|q| q.device_codes.enable())
         .count()
 }
