@@ -12,7 +12,7 @@ scripts/fetch-assets.sh
 export GLUE_DIR="${GLUE_DIR:-$ROOT/../shared/glue}"
 # A one-shot run gains nothing from incremental caches, which would double the build's disk use.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-echo "test: $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ') free for the build (a cold one needs about 4 GiB)"
+echo "test: $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ') free for the build (a cold one needs about 3 GiB)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 scripts/slurm-up.sh

@@ -411,6 +411,24 @@ fn saved_adapter_reloads_and_merge_equals_unmerged() {
         report["splits"]["dev"]["accuracy"],
         eval["final_metrics"]["dev"]["accuracy"]
     );
+    // A run trained on a GPU evaluates on a machine without one with --device cpu; without
+    // it, a CPU-only build says why it cannot run there.
+    let config = run.join("config.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains("device = \"cpu\""), "{toml}");
+    std::fs::write(
+        &config,
+        toml.replace("device = \"cpu\"", "device = \"cuda\""),
+    )
+    .unwrap();
+    common::fails_with(common::run(&["eval", "--run", run_s]), "--features cuda");
+    let on_cpu = ok(common::run(&["eval", "--run", run_s, "--device", "cpu"]));
+    let on_cpu: serde_json::Value = serde_json::from_slice(&on_cpu.stdout).unwrap();
+    assert_eq!(on_cpu, report);
+    common::fails_with(
+        common::run(&["eval", "--run", run_s, "--device", "gpu"]),
+        "unknown device \"gpu\"",
+    );
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub struct BenchArgs {
     rss_growth: Option<String>,
     /// cpu | cuda (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceKind,
     /// CPU backend: flex (burn-flex with the patched kernels, what `train` uses) | ndarray
     /// (ndarray + OpenBLAS, for comparison).
     #[arg(long, default_value = "flex")]
@@ -71,11 +71,6 @@ fn parse_growth(s: &str) -> anyhow::Result<(usize, usize)> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let device = match args.device.as_str() {
-        "cpu" => DeviceKind::Cpu,
-        "cuda" => DeviceKind::Cuda,
-        other => bail!("unknown device {other:?}: expected cpu or cuda"),
-    };
     let cpu = match args.backend.as_str() {
         "ndarray" => CpuKernels::Ndarray,
         "flex" => CpuKernels::Flex,
@@ -102,7 +97,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         reps: args.reps,
         eval: !args.no_eval,
         rss_growth: args.rss_growth.as_deref().map(parse_growth).transpose()?,
-        device,
+        device: args.device,
         cpu,
         seed: args.seed,
         quant,

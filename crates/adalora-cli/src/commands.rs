@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use adalora_train::config::DeviceKind;
 use adalora_train::encode::{encode_file, EncodeOptions, Pooling};
 use adalora_train::ops::{self, Source};
 use adalora_train::{RunConfig, TrainOptions};
@@ -315,17 +316,22 @@ pub struct SourceArgs {
     glue_dir: Option<PathBuf>,
     #[arg(long)]
     max_seq_len: Option<usize>,
+    /// cpu | cuda (needs the `cuda` feature); default: the run's device (cpu for an adapter).
+    #[arg(long)]
+    device: Option<DeviceKind>,
 }
 
 impl SourceArgs {
     fn resolve(&self) -> anyhow::Result<Source> {
+        let device: Vec<String> = self.device.iter().map(|d| d.setting()).collect();
         let mut src = match (&self.run, &self.adapter) {
-            (Some(run), None) => Source::from_run(run, self.best, self.model.as_deref())?,
+            (Some(run), None) => Source::from_run(run, self.best, self.model.as_deref(), &device)?,
             (None, Some(adapter)) => {
                 let mut o = vec![format!("task={:?}", self.task.clone().unwrap_or_default())];
                 if let Some(g) = &self.glue_dir {
                     o.push(format!("glue_dir={:?}", g.display().to_string()));
                 }
+                o.extend(device);
                 Source {
                     config: RunConfig::load(None, &o)?,
                     model_dir: adalora_train::resolve_model_dir(self.model.as_deref())?,

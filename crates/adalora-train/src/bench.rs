@@ -161,6 +161,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
         },
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
+            crate::config::require_cuda_driver()?;
             run_on::<burn::backend::Autodiff<burn::backend::Cuda<f32>>>(opts, &Default::default())
         }
         #[cfg(not(feature = "cuda"))]

@@ -131,6 +131,32 @@ pub enum DeviceKind {
     Cuda,
 }
 
+impl DeviceKind {
+    /// The name config files and `--device` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// The setting (`--set` syntax) that selects this device.
+    pub fn setting(self) -> String {
+        format!("device={:?}", self.name())
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Cpu, Self::Cuda]
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown device {s:?}: expected cpu or cuda"))
+    }
+}
+
 /// Evaluate `$body` with the type `$b` bound to the burn backend `$kind` names (CPU: ndarray +
 /// OpenBLAS; CUDA with the `cuda` feature), so every command runs on the run's device.
 #[macro_export]
@@ -143,6 +169,7 @@ macro_rules! on_device {
             }
             #[cfg(feature = "cuda")]
             $crate::config::DeviceKind::Cuda => {
+                $crate::config::require_cuda_driver()?;
                 type $b = burn::backend::Cuda<f32>;
                 $body
             }
@@ -152,6 +179,21 @@ macro_rules! on_device {
             }
         }
     };
+}
+
+/// burn's CUDA backend panics in a device thread when the driver library cannot be loaded;
+/// ask first, so `--device cuda` on a machine without one is an ordinary error.
+#[cfg(feature = "cuda")]
+pub fn require_cuda_driver() -> anyhow::Result<()> {
+    // SAFETY: only tries to dlopen the driver library under its usual names.
+    if unsafe { cudarc::driver::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        bail!(
+            "device = \"cuda\": no CUDA driver found (libcuda.so); this needs an NVIDIA GPU with \
+             its driver installed and on LD_LIBRARY_PATH"
+        )
+    }
 }
 
 /// Everything a run needs.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_model::{
-    load_for_classification, quantize_base, resolve_model_dir, AnyClassifier, SequenceClassifier,
+    load_for_classification, resolve_model_dir, AnyClassifier, SequenceClassifier,
 };
 use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
@@ -16,6 +16,7 @@ use crate::io::{read_json, RunDir};
 use crate::merge::write_hf_model;
 use crate::peft::{load_peft_adapter, read_adapter_quantization, CONFIG_FILE};
 use crate::task::{load_tokenizer, prepare_task, PreparedTask};
+use crate::trainer::quantize_for_device;
 
 /// Where the weights to evaluate/merge come from.
 pub struct Source {
@@ -30,10 +31,16 @@ pub struct Source {
 impl Source {
     /// A run folder: its config and its final adapter (or `best` with `use_best`). The base
     /// model is the one the run recorded, or `model` (checked against the run's fingerprint)
-    /// when it has moved.
-    pub fn from_run(run: &Path, use_best: bool, model: Option<&Path>) -> anyhow::Result<Self> {
+    /// when it has moved. `overrides` (`--set` syntax) replace the run's settings, e.g.
+    /// `device="cpu"` to evaluate a GPU run on a machine without one.
+    pub fn from_run(
+        run: &Path,
+        use_best: bool,
+        model: Option<&Path>,
+        overrides: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = RunDir::new(run);
-        let config = RunConfig::load(Some(&dir.config()), &[])
+        let config = RunConfig::load(Some(&dir.config()), overrides)
             .with_context(|| format!("{} is not a run folder", run.display()))?;
         let weights = if use_best {
             dir.best_adapter()
@@ -109,7 +116,7 @@ pub fn load_model<B: Backend>(
             None => read_adapter_quantization(&src.weights)?,
         };
         let base = match quant {
-            Some(q) => quantize_base(base, q)?.0,
+            Some(q) => quantize_for_device(base, q, src.config.device)?.0,
             None => base,
         };
         let (model, _) = load_peft_adapter(base, &src.weights, device)?;
@@ -295,4 +302,56 @@ fn predict_on<B: Backend>(
         crate::eval::write_predictions_csv(path, &logits, &prepared.task.kind)?;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DeviceKind;
+    use crate::peft::save_peft_adapter;
+    use crate::trainer::build_model;
+    use crate::{CpuBackend, CpuTrain};
+    use adalora_core::{AdapterHost, QuantType};
+
+    /// Which quantized bases of `model` dequantize from codes on the device.
+    fn on_device_flags(model: &AnyClassifier<CpuBackend>) -> Vec<bool> {
+        model
+            .adapted_linears()
+            .iter()
+            .map(|l| l.base().as_quantized().unwrap().device_codes.enabled())
+            .collect()
+    }
+
+    /// eval and predict rebuild a quantized base the way training did: with the 4-bit codes on
+    /// the card for a GPU run, on the host for a CPU run.
+    #[test]
+    fn a_quantized_adapter_loads_on_the_runs_device_path() {
+        let model_dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model/tiny-bert");
+        let mut config = RunConfig {
+            quantize: Some(QuantType::Nf4),
+            quant_block_size: 16,
+            ..Default::default()
+        };
+        let dev = Default::default();
+        let (model, _, _) = build_model::<CpuTrain>(&config, &model_dir, 3, 10, &dev).unwrap();
+        let adapter = tempfile::tempdir().unwrap();
+        let method = config.method_config(10).unwrap();
+        save_peft_adapter(&model, &method, None, None, adapter.path()).unwrap();
+        for (device, expected) in [(DeviceKind::Cpu, false), (DeviceKind::Cuda, true)] {
+            config.device = device;
+            let src = Source {
+                config: config.clone(),
+                model_dir: model_dir.clone(),
+                weights: adapter.path().to_path_buf(),
+                model_fingerprint: None,
+            };
+            let flags = on_device_flags(&load_model::<CpuBackend>(&src, 3, &dev).unwrap());
+            assert!(!flags.is_empty());
+            assert!(
+                flags.iter().all(|&f| f == expected),
+                "{device:?}: {flags:?}"
+            );
+        }
+    }
 }

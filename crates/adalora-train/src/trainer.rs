@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use adalora_core::{AdapterHost, Method, MethodConfig, RankAllocator, RankPattern};
+use adalora_core::{AdapterHost, Method, MethodConfig, QuantConfig, RankAllocator, RankPattern};
 use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::TextTokenizer;
 use adalora_model::{
@@ -195,6 +195,21 @@ pub fn fingerprint(model_dir: &Path, num_labels: usize) -> anyhow::Result<String
     Ok(crate::io::fnv1a(&bytes))
 }
 
+/// Quantize the frozen base as `q` says, for a forward on `device`: on a GPU the 4-bit codes
+/// live on the card; on CPU the host loop is faster. Training, eval and predict all build their
+/// quantized base here, so each runs the same path on the same device.
+pub fn quantize_for_device<B: Backend, M: SequenceClassifier<B>>(
+    model: M,
+    q: QuantConfig,
+    device: DeviceKind,
+) -> anyhow::Result<(M, QuantReport)> {
+    let (model, report) = adalora_model::quantize_base(model, q)?;
+    if device == DeviceKind::Cuda {
+        adalora_model::dequantize_on_device(&model);
+    }
+    Ok((model, report))
+}
+
 /// Base model (quantized if the config says so) + task head + method, with deterministic
 /// parameter ids.
 pub fn build_model<B: AutodiffBackend>(
@@ -212,11 +227,7 @@ pub fn build_model<B: AutodiffBackend>(
     }
     let (model, quant) = match cfg.quant_config() {
         Some(q) => {
-            let (model, report) = adalora_model::quantize_base(model, q)?;
-            // On a GPU the 4-bit codes live on the card; on CPU the host loop is faster.
-            if cfg.device == DeviceKind::Cuda {
-                adalora_model::dequantize_on_device(&model);
-            }
+            let (model, report) = quantize_for_device(model, q, cfg.device)?;
             (model, Some(report))
         }
         None => (model, None),
