@@ -323,17 +323,22 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     fn resolve(&self) -> anyhow::Result<Source> {
-        let device: Vec<String> = self.device.iter().map(|d| d.setting()).collect();
+        // Settings that replace the run's (or the defaults, for an adapter), applied before the
+        // config is validated: a GPU run's `device = "cuda"` can be evaluated on a CPU build.
+        let mut settings: Vec<String> = self
+            .glue_dir
+            .iter()
+            .map(|g| format!("glue_dir={:?}", g.display().to_string()))
+            .collect();
+        settings.extend(self.device.map(DeviceKind::setting));
         let mut src = match (&self.run, &self.adapter) {
-            (Some(run), None) => Source::from_run(run, self.best, self.model.as_deref(), &device)?,
+            (Some(run), None) => {
+                Source::from_run(run, self.best, self.model.as_deref(), &settings)?
+            }
             (None, Some(adapter)) => {
-                let mut o = vec![format!("task={:?}", self.task.clone().unwrap_or_default())];
-                if let Some(g) = &self.glue_dir {
-                    o.push(format!("glue_dir={:?}", g.display().to_string()));
-                }
-                o.extend(device);
+                settings.push(format!("task={:?}", self.task.clone().unwrap_or_default()));
                 Source {
-                    config: RunConfig::load(None, &o)?,
+                    config: RunConfig::load(None, &settings)?,
                     model_dir: adalora_train::resolve_model_dir(self.model.as_deref())?,
                     weights: adapter.clone(),
                     model_fingerprint: None,
@@ -343,9 +348,6 @@ impl SourceArgs {
         };
         if let Some(n) = self.max_seq_len {
             src.config.train.max_seq_len = n;
-        }
-        if let (Some(g), Some(_)) = (&self.glue_dir, &self.run) {
-            src.config.glue_dir = Some(g.clone());
         }
         Ok(src)
     }

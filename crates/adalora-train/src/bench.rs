@@ -149,23 +149,16 @@ impl BenchRow {
     }
 }
 
-/// Run the benchmark on the configured device.
+/// Run the benchmark on the configured device: the backend every command uses there, or on
+/// the CPU burn's ndarray + OpenBLAS for comparison.
 pub fn run(opts: &BenchOptions) -> anyhow::Result<Vec<BenchRow>> {
-    match opts.device {
-        DeviceKind::Cpu => match opts.cpu {
-            CpuKernels::Ndarray => run_on::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
-                opts,
-                &Default::default(),
-            ),
-            CpuKernels::Flex => run_on::<crate::CpuTrain>(opts, &Default::default()),
-        },
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => {
-            crate::config::require_cuda_driver()?;
-            run_on::<burn::backend::Autodiff<burn::backend::Cuda<f32>>>(opts, &Default::default())
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => bail!("--device cuda needs a build with `--features cuda`"),
+    match (opts.device, opts.cpu) {
+        (DeviceKind::Cpu, CpuKernels::Ndarray) => run_on::<
+            burn::backend::Autodiff<burn::backend::NdArray<f32>>,
+        >(opts, &Default::default()),
+        _ => crate::on_device!(opts.device, B => {
+            run_on::<burn::backend::Autodiff<B>>(opts, &Default::default())
+        }),
     }
 }
 
