@@ -1,5 +1,6 @@
 //! `adalora plot-ranks`: the final rank of every adapted matrix of a run as a layer × module
-//! heatmap (the AdaLoRA paper's Figure 3). `adalora plot --kind heatmap` does the same and more.
+//! heatmap (the AdaLoRA paper's Figure 3), with a colour bar and a title naming the run, its
+//! method and budget. `adalora plot --kind heatmap` does the same and more.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,10 @@ pub struct PlotRanksArgs {
     /// PNG to write (an SVG is written beside it; default: <run>/rank_pattern.png).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Top of the colour scale (give several runs the same to compare them; default: the
+    /// run's initial rank).
+    #[arg(long)]
+    vmax: Option<f64>,
 }
 
 pub fn run(args: &PlotRanksArgs) -> anyhow::Result<()> {
@@ -20,7 +25,10 @@ pub fn run(args: &PlotRanksArgs) -> anyhow::Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| args.run.join("rank_pattern.png"));
-    for written in adalora_study::figures::run_heatmap(&args.run, &out)? {
+    if let Some(v) = args.vmax.filter(|v| !(v.is_finite() && *v > 0.0)) {
+        anyhow::bail!("--vmax {v}: expected a positive number");
+    }
+    for written in adalora_study::figures::run_heatmap_scaled(&args.run, &out, args.vmax)? {
         eprintln!("wrote {}", written.display());
     }
     Ok(())

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use adalora_study::figures::{self, Kind};
 use adalora_study::report::{self, Study};
+use adalora_study::report_settings::ReportSettings;
 use adalora_study::runs::MetricAt;
 use adalora_study::slurm::SlurmOptions;
 use adalora_study::sweep::ExecutorKind;
@@ -118,6 +119,13 @@ pub struct ReportArgs {
     /// Cells from each run's last dev evaluation instead of its best one.
     #[arg(long = "final")]
     final_metric: bool,
+    /// markdown (report.md + report.csv) | latex (also report.tex, a booktabs table).
+    #[arg(long, default_value = "markdown")]
+    format: String,
+    /// A TOML file whose [report] table (margins, comparisons, centre) replaces the one the
+    /// manifest recorded — e.g. the sweep file after adding comparisons to a finished study.
+    #[arg(long)]
+    settings: Option<PathBuf>,
 }
 
 pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
@@ -127,20 +135,24 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     } else {
         MetricAt::Best
     };
-    let study = Study::read(&sweep)?.at(at);
-    let md = report::markdown(&study);
-    adalora_train::io::atomic_write(&sweep.root.join("report.md"), md.as_bytes())?;
-    adalora_train::io::atomic_write(
-        &sweep.root.join("report.csv"),
-        report::csv_text(&study)?.as_bytes(),
-    )?;
+    let format = report::Format::parse(&args.format)?;
+    let mut study = Study::read(&sweep)?.at(at);
+    if let Some(path) = &args.settings {
+        study = study.with_settings(ReportSettings::from_file(path)?)?;
+    }
+    let md = report::write_report(&sweep, &study, format)?;
     if args.figures {
         figures::sweep_figures(&study, &sweep.root.join("figures"))?;
     }
     println!("{md}");
     eprintln!(
-        "wrote {0}/report.md and {0}/report.csv",
-        sweep.root.display()
+        "wrote {0}/report.md and {0}/report.csv{1}",
+        sweep.root.display(),
+        if format == report::Format::Latex {
+            format!(" and {}/report.tex", sweep.root.display())
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use adalora_train::io::RunDir;
+use adalora_train::provenance::Provenance;
 use adalora_train::TrainOptions;
 use anyhow::{bail, Context};
 
@@ -159,6 +160,10 @@ pub fn record(
             Outcome::Done { .. } | Outcome::AlreadyDone => {
                 row.status = Status::Done;
                 row.error = None;
+                // The build that trained it (a run found finished keeps what it had).
+                if matches!(outcome, Outcome::Done { .. }) {
+                    row.provenance = Some(Provenance::current(None));
+                }
             }
             Outcome::Failed { error } => {
                 row.status = Status::Failed;

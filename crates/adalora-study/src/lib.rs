@@ -11,9 +11,11 @@ pub mod executor;
 pub mod figures;
 pub mod manifest;
 pub mod report;
+pub mod report_settings;
 pub mod runs;
 pub mod slurm;
 pub mod spec;
+pub mod stats;
 pub mod sweep;
 
 pub use manifest::{Manifest, Row, Status, SweepDir};

@@ -11,9 +11,11 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use adalora_train::io::{atomic_write_json, read_json};
+use adalora_train::provenance::Provenance;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::report_settings::ReportSettings;
 use crate::spec::PlannedRun;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -73,6 +75,9 @@ pub struct Row {
     /// Free-form notes of an executor (e.g. a Slurm job id).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub executor: BTreeMap<String, String>,
+    /// The build and machine that finished the run (absent in rows from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,10 +86,21 @@ pub struct Manifest {
     pub name: String,
     /// The sweep file the manifest was made from (as given on the command line).
     pub sweep_file: String,
+    /// `[report]` of the sweep file at the last sync (absent: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportSettings>,
+    /// The build and machine of the last sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
     pub rows: Vec<Row>,
 }
 
 impl Manifest {
+    /// How the sweep's report selects, compares and summarises (its `[report]`).
+    pub fn report_settings(&self) -> ReportSettings {
+        self.report.clone().unwrap_or_default()
+    }
+
     pub fn count(&self, status: Status) -> usize {
         self.rows.iter().filter(|r| r.status == status).count()
     }
@@ -159,6 +175,7 @@ impl SweepDir {
         &self,
         name: &str,
         sweep_file: &str,
+        report: &ReportSettings,
         runs: &[PlannedRun],
     ) -> anyhow::Result<Manifest> {
         let _lock = self.lock()?;
@@ -170,6 +187,8 @@ impl SweepDir {
                 version: FORMAT_VERSION,
                 name: name.to_string(),
                 sweep_file: sweep_file.to_string(),
+                report: None,
+                provenance: None,
                 rows: Vec::new(),
             }
         };
@@ -208,10 +227,16 @@ impl SweepDir {
                 error: None,
                 claim: None,
                 executor: BTreeMap::new(),
+                provenance: None,
             });
             added = true;
         }
-        if added || !path.exists() {
+        let report = (*report != ReportSettings::default()).then(|| report.clone());
+        let provenance = Some(Provenance::current(None));
+        let changed = m.report != report || m.provenance != provenance;
+        m.report = report;
+        m.provenance = provenance;
+        if added || changed || !path.exists() {
             atomic_write_json(&path, &m)?;
         }
         Ok(m)
@@ -263,18 +288,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sweep = SweepDir::new(dir.path().join("sw"));
         let two = runs("[sweep]\nseed = [1, 2]\n");
-        let m = sweep.sync("s", "s.toml", &two).unwrap();
+        let m = sweep
+            .sync("s", "s.toml", &ReportSettings::default(), &two)
+            .unwrap();
         assert_eq!(m.rows.len(), 2);
         assert!(m.rows.iter().all(|r| r.status == Status::Pending));
         // Growing the grid keeps the old rows (and their indices) and appends the new one.
         let three = runs("[sweep]\nseed = [3, 1, 2]\n");
-        let m = sweep.sync("s", "s.toml", &three).unwrap();
+        let m = sweep
+            .sync("s", "s.toml", &ReportSettings::default(), &three)
+            .unwrap();
         assert_eq!(m.rows.len(), 3);
         assert_eq!(m.rows[2].label, "seed3");
         // A grid that no longer produces row 0 is refused and the manifest is unchanged.
         let before = std::fs::read(sweep.manifest_path()).unwrap();
         let other = runs("[sweep]\nseed = [7]\n");
-        let err = format!("{:#}", sweep.sync("s", "s.toml", &other).unwrap_err());
+        let err = format!(
+            "{:#}",
+            sweep
+                .sync("s", "s.toml", &ReportSettings::default(), &other)
+                .unwrap_err()
+        );
         assert!(
             err.contains("different grid") && err.contains("seed1"),
             "{err}"
@@ -287,7 +321,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sweep = SweepDir::new(dir.path().join("sw"));
         sweep
-            .sync("s", "s.toml", &runs("[sweep]\nseed = [1]\n"))
+            .sync(
+                "s",
+                "s.toml",
+                &ReportSettings::default(),
+                &runs("[sweep]\nseed = [1]\n"),
+            )
             .unwrap();
         let threads: Vec<_> = (0..8)
             .map(|_| {

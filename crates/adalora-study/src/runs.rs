@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_train::io::{read_json, RunDir};
-use adalora_train::{Method, RunConfig};
+use adalora_train::provenance::Provenance;
+use adalora_train::{baseline_for_config, Method, Protocol, RunConfig};
 use anyhow::Context;
 use serde::Deserialize;
 
@@ -194,6 +195,62 @@ pub struct RunSummary {
     pub final_total_rank: Option<usize>,
     pub train_seconds: f64,
     pub train_examples_per_second: f64,
+    /// The selection protocol the run was trained under (runs from before protocols: best-dev).
+    #[serde(default = "best_dev")]
+    pub protocol: String,
+    /// Held-out selection split's metrics at the chosen checkpoint (held-out runs only).
+    #[serde(default)]
+    pub selection_metrics: BTreeMap<String, f64>,
+    /// A constant predictor's metrics on the first dev split (absent in older runs: recomputed).
+    #[serde(default)]
+    pub baseline_metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
+}
+
+fn best_dev() -> String {
+    Protocol::BestDev.name().to_string()
+}
+
+/// Constant-prediction baselines: from each run's summary, or recomputed from its resolved
+/// configuration (runs that predate the field), once per distinct data setting.
+#[derive(Default)]
+pub struct Baselines {
+    computed: BTreeMap<String, Option<BTreeMap<String, f64>>>,
+}
+
+impl Baselines {
+    /// The run's main-metric baseline; None where its data cannot be read (a warning says why).
+    pub fn of(&mut self, run: &RunRecord) -> Option<f64> {
+        let main = &run.summary.main_metric;
+        if let Some(v) = run.summary.baseline_metrics.get(main) {
+            return Some(*v);
+        }
+        let c = &run.config;
+        let key = format!(
+            "{}|{:?}|{:?}|{:?}|{}",
+            run.summary.task,
+            c.train.max_train_examples,
+            c.train.max_eval_examples,
+            c.train.dev_ratio,
+            c.seed
+        );
+        self.computed
+            .entry(key)
+            .or_insert_with(|| match baseline_for_config(c) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    eprintln!(
+                        "warning: {}: no majority-class baseline ({e:#}); the run is not \
+                         checked for learning",
+                        run.dir.display()
+                    );
+                    None
+                }
+            })
+            .as_ref()
+            .and_then(|m| m.get(main).copied())
+    }
 }
 
 /// Which dev evaluation of a run a report reads.
@@ -222,6 +279,8 @@ pub struct RunRecord {
     pub summary: RunSummary,
     pub config: RunConfig,
     pub pattern: Option<RankPattern>,
+    /// The main metric of a constant predictor on the run's dev split (None: unknown).
+    pub baseline: Option<f64>,
 }
 
 impl RunRecord {
@@ -240,7 +299,16 @@ impl RunRecord {
             summary,
             config,
             pattern,
+            baseline: None,
         })
+    }
+
+    /// The main metric on the held-out selection split at the chosen checkpoint.
+    pub fn selection_value(&self) -> Option<f64> {
+        self.summary
+            .selection_metrics
+            .get(&self.summary.main_metric)
+            .copied()
     }
 
     /// The main metric on the first dev split, at its best evaluation or at the end of training.

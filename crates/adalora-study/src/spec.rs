@@ -31,12 +31,13 @@ use adalora_train::io::fnv1a64;
 use adalora_train::RunConfig;
 use anyhow::{bail, Context};
 
+use crate::report_settings::ReportSettings;
 use crate::slurm::SlurmOptions;
 
 /// One setting: a dotted `RunConfig` key and its TOML value.
 pub type Setting = (String, toml::Value);
 
-const TOP_LEVEL_KEYS: [&str; 8] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "name",
     "description",
     "base",
@@ -45,6 +46,7 @@ const TOP_LEVEL_KEYS: [&str; 8] = [
     "include",
     "exclude",
     "slurm",
+    "report",
 ];
 
 /// One value of an axis: the settings it applies and a short label for folder names.
@@ -71,6 +73,9 @@ pub struct SweepSpec {
     exclude: Vec<Vec<(String, Vec<toml::Value>)>>,
     /// Resources per run for `--executor slurm` (`[slurm]`; not part of any run's identity).
     pub slurm: SlurmOptions,
+    /// How the report selects and compares runs (`[report]`); a held-out protocol also sets
+    /// `train.protocol` in every run.
+    pub report: ReportSettings,
 }
 
 /// One run of the expanded grid.
@@ -220,6 +225,12 @@ impl SweepSpec {
             Some(v) => SlurmOptions::from_toml(v, &file.to_string())?,
             None => SlurmOptions::default(),
         };
+        let report = match doc.get("report") {
+            Some(v) => ReportSettings::from_toml(v, &format!("sweep file {file}"))?,
+            None => ReportSettings::default(),
+        };
+        // The protocol's run settings come first so a run's own setting still wins.
+        let set = report.run_settings().into_iter().chain(set).collect();
         let spec = SweepSpec {
             path: path.to_path_buf(),
             name,
@@ -229,6 +240,7 @@ impl SweepSpec {
             include,
             exclude,
             slurm,
+            report,
         };
         Ok(spec)
     }

@@ -98,7 +98,7 @@ pub fn run(opts: &SweepOptions) -> anyhow::Result<()> {
     if opts.cancel {
         return crate::slurm::cancel(&sweep);
     }
-    sweep.sync(&spec.name, &file, &runs)?;
+    sweep.sync(&spec.name, &file, &spec.report, &runs)?;
     if let Some(index) = opts.run_index {
         return match executor::run_index(&sweep, &runs, index)? {
             Outcome::Failed { error } => anyhow::bail!("run #{index} failed: {error}"),
@@ -256,6 +256,14 @@ fn steps_of(cfg: &RunConfig, sizes: &mut BTreeMap<String, usize>) -> anyhow::Res
         }
     };
     let n = cfg.train.max_train_examples.map_or(n, |m| m.min(n));
+    // Under held-out selection a `selection_ratio` part of the subset leaves training (the
+    // stratified split rounds per class; this estimate rounds once).
+    let n = match cfg.train.protocol {
+        adalora_train::Protocol::HeldOut => {
+            n - ((n as f64 * cfg.train.selection_ratio).round() as usize).min(n)
+        }
+        adalora_train::Protocol::BestDev => n,
+    };
     Ok(cfg
         .train
         .max_steps

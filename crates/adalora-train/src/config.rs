@@ -94,6 +94,62 @@ pub struct TrainSection {
     pub skip_bad_rows: bool,
     /// Classifier dropout; absent = the checkpoint's hidden dropout.
     pub classifier_dropout: Option<f64>,
+    /// Where the best checkpoint is chosen: `best-dev` (default: the first dev split's main
+    /// metric, which is also reported) or `held-out` (a seeded, stratified
+    /// `selection_ratio` part of the training set chooses; the dev split is reported at the
+    /// chosen step). Written to config.toml only when not the default, so the resolved
+    /// configuration (and a sweep's settings hash) of a best-dev run is what it always was.
+    #[serde(skip_serializing_if = "Protocol::is_best_dev")]
+    pub protocol: Protocol,
+    /// The fraction of the (subsampled) training set held out as the `selection` split under
+    /// `protocol = "held-out"`, in (0, 0.5]. Written only when not the default (0.1).
+    #[serde(skip_serializing_if = "is_default_selection_ratio")]
+    pub selection_ratio: f64,
+}
+
+/// The default of `train.selection_ratio`.
+pub const DEFAULT_SELECTION_RATIO: f64 = 0.1;
+
+fn is_default_selection_ratio(r: &f64) -> bool {
+    *r == DEFAULT_SELECTION_RATIO
+}
+
+/// Where a run chooses its best checkpoint (and a study its learning rate).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// The best evaluation on the official dev split, which is also reported (the paper's).
+    #[default]
+    BestDev,
+    /// A seeded, stratified part of the training set (`train.selection_ratio`) chooses; the
+    /// official dev split is reported at the chosen checkpoint.
+    HeldOut,
+}
+
+impl Protocol {
+    pub const NAMES: [&'static str; 2] = ["best-dev", "held-out"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::BestDev => "best-dev",
+            Protocol::HeldOut => "held-out",
+        }
+    }
+
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "best-dev" => Ok(Protocol::BestDev),
+            "held-out" => Ok(Protocol::HeldOut),
+            other => bail!(
+                "unknown protocol {other:?}: expected one of {}",
+                Self::NAMES.join(", ")
+            ),
+        }
+    }
+
+    fn is_best_dev(&self) -> bool {
+        *self == Protocol::BestDev
+    }
 }
 
 impl Default for TrainSection {
@@ -119,6 +175,8 @@ impl Default for TrainSection {
             max_eval_examples: None,
             skip_bad_rows: false,
             classifier_dropout: None,
+            protocol: Protocol::BestDev,
+            selection_ratio: DEFAULT_SELECTION_RATIO,
         }
     }
 }
@@ -273,6 +331,7 @@ impl RunConfig {
         let origin = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "command line".into());
+        check_protocol(&doc).with_context(|| format!("in {origin}"))?;
         let mut cfg: RunConfig = toml::Value::Table(doc)
             .try_into()
             .with_context(|| format!("invalid configuration ({origin})"))?;
@@ -366,6 +425,12 @@ impl RunConfig {
             "must be in (0, 1)",
         )?;
         require(
+            t.selection_ratio > 0.0 && t.selection_ratio <= 0.5,
+            "train.selection_ratio",
+            t.selection_ratio,
+            "must be in (0, 0.5]",
+        )?;
+        require(
             t.weight_decay >= 0.0 && t.weight_decay.is_finite(),
             "train.weight_decay",
             t.weight_decay,
@@ -438,6 +503,22 @@ impl RunConfig {
     pub fn to_toml(&self) -> anyhow::Result<String> {
         Ok(toml::to_string_pretty(self)?)
     }
+}
+
+/// `train.protocol`, checked before deserializing so that an unknown name is an error naming
+/// the setting and the valid names (serde's "unknown variant" does not name the key).
+fn check_protocol(doc: &toml::Table) -> anyhow::Result<()> {
+    let Some(value) = doc.get("train").and_then(|t| t.get("protocol")) else {
+        return Ok(());
+    };
+    let name = value.as_str().with_context(|| {
+        format!(
+            "invalid setting train.protocol = {value}: expected a string, one of {}",
+            Protocol::NAMES.join(", ")
+        )
+    })?;
+    Protocol::parse(name).context("invalid setting train.protocol")?;
+    Ok(())
 }
 
 fn require(ok: bool, name: &str, value: impl std::fmt::Display, rule: &str) -> anyhow::Result<()> {
@@ -622,6 +703,171 @@ mod tests {
             format!("{err:#}").contains("unknown field `total_step`"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn selection_ratio_is_range_checked_by_name() {
+        for bad in ["0", "0.6", "-1", "0.0", "nan"] {
+            let err = RunConfig::load(None, &[format!("train.selection_ratio={bad}")]).unwrap_err();
+            let msg = format!("{err:#}");
+            let shown = bad.parse::<f64>().unwrap().to_string();
+            assert!(
+                msg.contains(&format!("train.selection_ratio = {shown}"))
+                    && msg.contains("(0, 0.5]")
+                    && msg.contains("command line"),
+                "{bad}: {msg}"
+            );
+        }
+        for good in ["0.5", "0.25", "1e-3"] {
+            let cfg = RunConfig::load(None, &[format!("train.selection_ratio={good}")]).unwrap();
+            assert_eq!(cfg.train.selection_ratio, good.parse::<f64>().unwrap());
+        }
+        // The file is named when the value comes from one.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[train]\nselection_ratio = 0.6\n").unwrap();
+        let msg = format!("{:#}", RunConfig::load(Some(&p), &[]).unwrap_err());
+        assert!(
+            msg.contains(&p.display().to_string()) && msg.contains("train.selection_ratio = 0.6"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn protocol_names_parse_and_an_unknown_one_lists_them() {
+        assert_eq!(RunConfig::default().train.protocol, Protocol::BestDev);
+        for (name, p) in [
+            ("best-dev", Protocol::BestDev),
+            ("held-out", Protocol::HeldOut),
+        ] {
+            assert_eq!(Protocol::parse(name).unwrap(), p);
+            assert_eq!(p.name(), name);
+            for set in [
+                format!("train.protocol={name}"),
+                format!("train.protocol=\"{name}\""),
+            ] {
+                assert_eq!(RunConfig::load(None, &[set]).unwrap().train.protocol, p);
+            }
+        }
+        assert_eq!(Protocol::NAMES, ["best-dev", "held-out"]);
+        for bad in [
+            "train.protocol=heldout",
+            "train.protocol=\"best_dev\"",
+            "train.protocol=3",
+        ] {
+            let msg = format!("{:#}", RunConfig::load(None, &[bad.into()]).unwrap_err());
+            assert!(
+                msg.contains("train.protocol")
+                    && msg.contains("best-dev")
+                    && msg.contains("held-out"),
+                "{bad}: {msg}"
+            );
+        }
+        let msg = format!("{:#}", Protocol::parse("x").unwrap_err());
+        assert_eq!(
+            msg,
+            "unknown protocol \"x\": expected one of best-dev, held-out"
+        );
+    }
+
+    /// A sweep's settings hash and a run's config.toml are the TOML of the resolved config:
+    /// the new settings appear only when set, so every existing run keeps its hash.
+    #[test]
+    fn default_protocol_settings_are_not_serialized() {
+        let text = RunConfig::default().to_toml().unwrap();
+        assert!(
+            !text.contains("protocol") && !text.contains("selection_ratio"),
+            "{text}"
+        );
+        // Set to their defaults explicitly: the same text (the same run).
+        let explicit = RunConfig::load(
+            None,
+            &[
+                "train.protocol=best-dev".into(),
+                "train.selection_ratio=0.1".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(explicit.to_toml().unwrap(), text);
+        let held_out = RunConfig::load(
+            None,
+            &[
+                "train.protocol=held-out".into(),
+                "train.selection_ratio=0.2".into(),
+            ],
+        )
+        .unwrap();
+        let held_text = held_out.to_toml().unwrap();
+        assert!(
+            held_text.contains("protocol = \"held-out\"")
+                && held_text.contains("selection_ratio = 0.2"),
+            "{held_text}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, &held_text).unwrap();
+        assert_eq!(RunConfig::load(Some(&p), &[]).unwrap(), held_out);
+    }
+
+    /// The default configuration's TOML, as it was before `train.protocol` and
+    /// `train.selection_ratio` existed: a sweep's settings hash is the FNV-1a of this text (with
+    /// its overrides applied), so any change here renames the run folders of existing sweeps.
+    #[test]
+    fn default_config_serializes_as_before() {
+        let expected = r#"task = "default"
+method = "adalora"
+device = "cpu"
+seed = 42
+quant_block_size = 64
+double_quant = false
+compute_dtype = "f32"
+
+[target]
+modules = [
+    "query",
+    "key",
+    "value",
+    "attention-output",
+    "intermediate",
+    "output",
+]
+
+[lora]
+r = 8
+alpha = 16.0
+dropout = 0.0
+use_rslora = false
+
+[adalora]
+init_r = 12
+target_r = 8
+alpha = 16.0
+dropout = 0.0
+tinit = 0.1
+tfinal = 0.4
+delta_t = 10
+beta1 = 0.85
+beta2 = 0.85
+orth_reg_weight = 0.5
+orth_form = "reference"
+score = "sensitivity-uncertainty"
+score_weights = "post-update"
+
+[train]
+epochs = 3
+batch_size = 32
+eval_batch_size = 64
+max_seq_len = 128
+warmup_ratio = 0.06
+decay = "linear"
+weight_decay = 0.0
+decay_biases_and_norms = false
+max_grad_norm = 1.0
+log_every = 10
+dev_ratio = 0.1
+skip_bad_rows = false
+"#;
+        assert_eq!(RunConfig::default().to_toml().unwrap(), expected);
     }
 
     #[test]

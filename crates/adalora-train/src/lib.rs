@@ -5,9 +5,11 @@
 //! checkpoints and exact resume ([`params`], [`trainer`]), adapters in PEFT's on-disk layout
 //! ([`peft`]), merged HF exports ([`merge`]), safe file output ([`io`]), and the application
 //! features the CLI offers besides training (sentence embeddings: [`encode`]). The CLI talks to
-//! this crate only; the model seam is fed from data batches in [`batch`].
+//! this crate only; the model seam is fed from data batches in [`batch`]. Every run records
+//! its [`provenance`] and its task's constant-prediction [`baseline`].
 
 pub mod adalora;
+pub mod baseline;
 pub mod batch;
 pub mod bench;
 pub mod clip;
@@ -21,12 +23,15 @@ pub mod merge;
 pub mod ops;
 pub mod params;
 pub mod peft;
+pub mod provenance;
 pub mod task;
 pub mod trainer;
 
 pub use adalora_core::{BudgetSchedule, ComputeDtype, Method, QuantConfig, QuantType};
 pub use adalora_model::resolve_model_dir;
-pub use config::RunConfig;
+pub use baseline::{baseline_for_config, baseline_metrics};
+pub use config::{Protocol, RunConfig};
+pub use provenance::Provenance;
 
 /// The CPU backend every command trains on (and its inference half for eval/merge/predict):
 /// burn-flex (pure Rust: the `gemm` crate's AVX-512/AVX2 kernels, rayon), with the project's

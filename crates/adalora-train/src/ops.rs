@@ -145,7 +145,7 @@ pub struct EvalReport {
     pub splits: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
-/// Evaluate on every dev split, on the run's device.
+/// Evaluate on every dev split (and a held-out run's selection split), on the run's device.
 pub fn evaluate(src: &Source) -> anyhow::Result<EvalReport> {
     crate::on_device!(src.config.device, B => evaluate_on::<B>(src, &Default::default()))
 }
@@ -154,7 +154,8 @@ fn evaluate_on<B: Backend>(src: &Source, device: &B::Device) -> anyhow::Result<E
     let (prepared, tokenizer) = prepare(src)?;
     let model = load_model::<B>(src, prepared.task.kind.num_outputs(), device)?;
     let mut splits = BTreeMap::new();
-    for (dataset, encoded) in prepared.task.dev.iter().zip(&prepared.dev) {
+    // The dev splits, and the selection split of a held-out run.
+    for (dataset, encoded) in prepared.eval_splits() {
         let r = evaluate_split(
             &model,
             &prepared.task,

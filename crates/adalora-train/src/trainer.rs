@@ -24,14 +24,15 @@ use serde::{Deserialize, Serialize};
 use crate::adalora::{AdaLoraDriver, AdaLoraRecord};
 use crate::batch::{forward_batch, task_loss};
 use crate::clip::clip_global_norm;
-use crate::config::{DeviceKind, RunConfig};
+use crate::config::{DeviceKind, Protocol, RunConfig};
 use crate::decay::{bias_and_norm_ids, GroupedAdamW};
 use crate::eval::evaluate_split;
 use crate::io::{atomic_write, atomic_write_json, read_json, replace_dir, RunDir};
 use crate::lr::LrSchedule;
 use crate::params::{load_trainable, renumber_params, save_trainable};
 use crate::peft::save_peft_adapter;
-use crate::task::{prepare_task, PreparedTask};
+use crate::provenance::Provenance;
+use crate::task::{prepare_task, PreparedTask, SELECTION_SPLIT};
 
 pub type Model<B> = AnyClassifier<B>;
 type Adam<B> = GroupedAdamW<Model<B>, B>;
@@ -117,9 +118,16 @@ pub struct TrainState {
     pub epoch: usize,
     /// Batches of `epoch` already consumed.
     pub batch_in_epoch: usize,
+    /// The main metric the best checkpoint was chosen by: the first dev split's (best-dev) or
+    /// the selection split's (held-out).
     pub best_metric: Option<f64>,
     pub best_step: Option<usize>,
+    /// The first dev split's metrics at `best_step`.
     pub best_metrics: BTreeMap<String, f64>,
+    /// The selection split's metrics at `best_step` (held-out; empty under best-dev, and then
+    /// not written, so such a state.json reads as before).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selection_metrics: BTreeMap<String, f64>,
     /// Running sums of the current logging window.
     pub window: Window,
     pub model_fingerprint: String,
@@ -158,9 +166,24 @@ pub struct Summary {
     pub all_params: usize,
     pub trainable_percent: f64,
     pub main_metric: String,
+    /// The last evaluation, per dev split (the selection split is in metrics.csv).
     pub final_metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The evaluation the best checkpoint (`best/`) was chosen at: the best main metric of the
+    /// first dev split (`best-dev`) or of the selection split (`held-out`).
     pub best_step: Option<usize>,
+    /// The first dev split's metrics at `best_step`.
     pub best_metrics: BTreeMap<String, f64>,
+    /// `train.protocol` of the run ("best-dev" in summaries from before it existed).
+    #[serde(default = "best_dev_name")]
+    pub protocol: String,
+    /// The selection split's metrics at `best_step` (held-out runs; empty otherwise).
+    #[serde(default)]
+    pub selection_metrics: BTreeMap<String, f64>,
+    /// The first dev split's metrics of a constant predictor
+    /// ([`crate::baseline::baseline_metrics`]; empty in summaries from before it existed:
+    /// [`crate::baseline::baseline_for_config`] recomputes it from the run's config.toml).
+    #[serde(default)]
+    pub baseline_metrics: BTreeMap<String, f64>,
     pub final_total_rank: Option<usize>,
     pub target_total_rank: Option<usize>,
     pub train_seconds: f64,
@@ -168,6 +191,13 @@ pub struct Summary {
     /// The quantized base (QLoRA): bytes in memory and quantization error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<QuantReport>,
+    /// The build and machine that finished the run (absent in older summaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+fn best_dev_name() -> String {
+    Protocol::BestDev.name().into()
 }
 
 pub struct TrainOptions {
@@ -359,6 +389,8 @@ struct Run<'a> {
     metrics: MetricsLog,
     report: ParamReport,
     quant: Option<QuantReport>,
+    /// The constant-prediction baseline on the first dev split.
+    baseline: BTreeMap<String, f64>,
 }
 
 pub fn train_on<B: AutodiffBackend>(
@@ -411,6 +443,7 @@ pub fn train_on<B: AutodiffBackend>(
     cfg.check_against_model(&model_dir)?;
     let tokenizer = crate::task::load_tokenizer(&model_dir, cfg.train.max_seq_len)?;
     let prepared = prepare_task(&cfg, &tokenizer)?;
+    let baseline = crate::baseline::baseline_metrics(&prepared.task)?;
     let batches_per_epoch = prepared.train.len().div_ceil(cfg.train.batch_size);
     let total_steps = cfg
         .train
@@ -475,6 +508,7 @@ pub fn train_on<B: AutodiffBackend>(
         metrics,
         report,
         quant,
+        baseline,
     };
     run.train_loop(model, optimizer, state, opts, device)
 }
@@ -745,7 +779,9 @@ impl Run<'_> {
         )
     }
 
-    /// Evaluate every dev split; track the best by the first split's main metric.
+    /// Evaluate every dev split (and the selection split); track the best by the main metric
+    /// of the first dev split (best-dev) or of the selection split (held-out). Returns the dev
+    /// splits' metrics.
     fn evaluate_and_track<B: AutodiffBackend>(
         &self,
         model: &Model<B>,
@@ -794,21 +830,35 @@ impl Run<'_> {
         }
         let main_name = self.prepared.task.metric.main_name();
         let first = &self.prepared.task.dev[0].name;
-        let main = results[first].1.get(main_name).copied().unwrap_or(f64::NAN);
+        let held_out = self.prepared.selection.is_some();
+        let chooser = if held_out { SELECTION_SPLIT } else { first };
+        let main = results[chooser]
+            .1
+            .get(main_name)
+            .copied()
+            .unwrap_or(f64::NAN);
         if state.best_metric.is_none_or(|b| b.is_nan() || main > b) {
             state.best_metric = Some(main);
             state.best_step = Some(state.step);
             state.best_metrics = results[first].1.clone();
+            state.selection_metrics = match held_out {
+                true => results[SELECTION_SPLIT].1.clone(),
+                false => BTreeMap::new(),
+            };
             self.save_model_dir(model, pattern, &self.dir.best_adapter())?;
         }
-        Ok(results.into_iter().map(|(k, (_, m))| (k, m)).collect())
+        Ok(results
+            .into_iter()
+            .filter(|(k, _)| !(held_out && k == SELECTION_SPLIT))
+            .map(|(k, (_, m))| (k, m))
+            .collect())
     }
 
     fn evaluate_all<B: AutodiffBackend>(&self, model: &Model<B>) -> anyhow::Result<SplitResults> {
         let inner = model.valid();
         let device = device_of(&inner);
         let mut out = BTreeMap::new();
-        for (dataset, encoded) in self.prepared.task.dev.iter().zip(&self.prepared.dev) {
+        for (dataset, encoded) in self.prepared.eval_splits() {
             let r = evaluate_split::<B::InnerBackend, _>(
                 &inner,
                 &self.prepared.task,
@@ -983,11 +1033,17 @@ impl Run<'_> {
             final_metrics,
             best_step: state.best_step,
             best_metrics: state.best_metrics.clone(),
+            protocol: self.cfg.train.protocol.name().into(),
+            selection_metrics: state.selection_metrics.clone(),
+            baseline_metrics: self.baseline.clone(),
             final_total_rank: total_rank,
             target_total_rank,
             train_seconds: state.train_seconds,
             train_examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
             quantization: self.quant.clone(),
+            provenance: Some(Provenance::current(crate::provenance::gpu_name(
+                self.cfg.device,
+            ))),
         };
         // Written last: its presence marks the run as finished.
         atomic_write_json(&self.dir.summary(), &summary)?;
