@@ -1,6 +1,7 @@
 //! `adalora`: fine-tune BERT-family encoders with full FT, BitFit, LoRA or AdaLoRA; evaluate,
 //! merge and embed; plan AdaLoRA budget schedules.
 
+mod analyze;
 mod bench;
 mod commands;
 mod plot;
@@ -42,6 +43,9 @@ enum Command {
     Plot(study::PlotArgs),
     /// Print the AdaLoRA budget schedule b(t) as CSV (step,budget,mask) and optionally plot it.
     Schedule(schedule::ScheduleArgs),
+    /// Weight-space analyses of an adapter (spectra, amplification; φ against a second one with
+    /// --against) or of every run of a sweep with their stability across seeds; CSV + figures.
+    Analyze(analyze::AnalyzeArgs),
     /// Time training steps, the allocator, eval throughput and peak memory (full FT, LoRA,
     /// AdaLoRA); table on screen, optionally CSV.
     Bench(bench::BenchArgs),
@@ -76,6 +80,7 @@ fn main() {
         Command::PlotRanks(args) => plot::run(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Analyze(args) => analyze::run(&args),
         Command::Sweep(args) => study::sweep(&args),
         Command::Report(args) => study::report(&args),
         Command::Plot(args) => study::plot(&args),

@@ -41,6 +41,49 @@ impl From<usize> for Steps {
     }
 }
 
+/// How an AdaLoRA adapter's triplets start (`adalora.init`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdaLoraInit {
+    /// P, Q ~ N(0, 0.02²), λ = 0, base = W0 (PEFT/reference; the default).
+    #[default]
+    Zero,
+    /// From W0's top-`init_r` singular triplets W0 ≈ U·S·Vᵀ: P = U_r, Q = Vᵀ_r, λ = S_r / s
+    /// (s = α/init_r, so s·P·diag(λ)·Q = U_r·S_r·Vᵀ_r); the base keeps the residual.
+    Svd,
+}
+
+impl AdaLoraInit {
+    pub const NAMES: [&'static str; 2] = ["zero", "svd"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AdaLoraInit::Zero => "zero",
+            AdaLoraInit::Svd => "svd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        [AdaLoraInit::Zero, AdaLoraInit::Svd]
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| {
+                CoreError::invalid(
+                    "adalora.init",
+                    s,
+                    &format!(
+                        "unknown initialisation; expected one of {}",
+                        Self::NAMES.join(", ")
+                    ),
+                )
+            })
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == AdaLoraInit::Zero
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdaLoraConfig {
@@ -65,6 +108,10 @@ pub struct AdaLoraConfig {
     pub orth_form: OrthRegForm,
     pub score: ScoreKind,
     pub score_weights: ScoreWeights,
+    /// How the triplets start. Written only when not the default (`zero`), so existing
+    /// configurations (and sweep settings hashes) are unchanged.
+    #[serde(skip_serializing_if = "AdaLoraInit::is_default")]
+    pub init: AdaLoraInit,
     /// T, the run's optimizer steps (PEFT's `total_step`). Never a setting of a run: the
     /// trainer derives it from the data and [`AdaLoraConfig::resolve`]s it in.
     #[serde(skip)]
@@ -91,6 +138,7 @@ impl Default for AdaLoraConfig {
             orth_form: OrthRegForm::Reference,
             score: ScoreKind::SensitivityUncertainty,
             score_weights: ScoreWeights::PostUpdate,
+            init: AdaLoraInit::Zero,
             total_step: None,
         }
     }

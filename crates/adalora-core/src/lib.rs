@@ -29,11 +29,11 @@ pub use allocator::{
     mask_to_budget, AdapterObservation, AllocatorState, RankAllocator, RankPattern, ScoreConfig,
     ScoreKind, ScoreWeights, StepOutcome,
 };
-pub use config::{AdaLoraConfig, Steps};
+pub use config::{AdaLoraConfig, AdaLoraInit, Steps};
 pub use error::CoreError;
 pub use frozen::{freeze, frozen_linear, BaseLinear, QuantizedLinear};
 pub use host::to_f32_vec;
-pub use lora::{LoraConfig, LoraLinear};
+pub use lora::{InitFactors, LoraConfig, LoraInit, LoraLinear};
 pub use method::{Method, MethodConfig, DEFAULT_ALPHA};
 pub use observe::{adapter_gradients, adapter_weights, observations, Triplet};
 pub use orth::{orthogonal_regularizer, OrthRegForm};

@@ -4,11 +4,13 @@
 //! and `B` is `[r, d_out]`, i.e. the transposes of PyTorch/PEFT's `lora_A [r, d_in]` and
 //! `lora_B [d_out, r]`. Conversion to PEFT's layout happens only at the file boundary.
 
+use std::sync::Arc;
+
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::CoreError;
 use crate::frozen::{linear_flat, BaseLinear};
@@ -69,6 +71,7 @@ impl LoraConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             scaling: self.scaling(),
             merged: false,
+            init: None,
         })
     }
 }
@@ -82,6 +85,58 @@ pub(crate) fn check_dropout(p: f64) -> Result<(), CoreError> {
         ));
     }
     Ok(())
+}
+
+/// How a LoRA adapter's factors start (`lora.init`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraInit {
+    /// A Kaiming-uniform, B zero, base = W0 (PEFT's `init_lora_weights=True`; the default).
+    #[default]
+    Kaiming,
+    /// PiSSA (Meng et al., 2024; PEFT's `init_lora_weights="pissa"`): from W0's top-r singular
+    /// triplets, A = √(S_r/s)·Vᵀ_r, B = U_r·√(S_r/s); the base keeps the residual W0 − s·B·A.
+    Pissa,
+    /// OLoRA (Büyükakyüz, 2024; PEFT's `"olora"`): W0 = Q·R, A = R[:r], B = Q[:, :r]; the base
+    /// keeps W0 − s·B·A.
+    Olora,
+}
+
+impl LoraInit {
+    pub const NAMES: [&'static str; 3] = ["kaiming", "pissa", "olora"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraInit::Kaiming => "kaiming",
+            LoraInit::Pissa => "pissa",
+            LoraInit::Olora => "olora",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        [LoraInit::Kaiming, LoraInit::Pissa, LoraInit::Olora]
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| {
+                CoreError::invalid(
+                    "lora.init",
+                    s,
+                    &format!(
+                        "unknown initialisation; expected one of {}",
+                        Self::NAMES.join(", ")
+                    ),
+                )
+            })
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == LoraInit::Kaiming
+    }
+
+    /// Whether the factors come from W0 (and the base becomes a residual).
+    pub fn from_weights(self) -> bool {
+        !self.is_default()
+    }
 }
 
 /// A frozen linear layer with a low-rank trainable update.
@@ -98,6 +153,62 @@ pub struct LoraLinear<B: Backend> {
     pub scaling: f64,
     /// True while ΔW is folded into `base.weight`; the adapter path is then skipped.
     pub merged: bool,
+    /// The factors A₀, B₀ this adapter started from when they were taken from W0 (PiSSA,
+    /// OLoRA): `base.weight` then holds the residual W0 − s·A₀·B₀. `None` for the ordinary
+    /// Kaiming/zero start, where the base is W0 itself. Not part of the module record: a model
+    /// is rebuilt from W0 and recomputes them.
+    #[module(skip)]
+    pub init: Option<Arc<InitFactors>>,
+}
+
+/// An adapter's starting factors in burn layout, on the host: LoRA's `A₀ [d_in, r]` and
+/// `B₀ [r, d_out]`, and for an SVD adapter also `λ₀ [r]` (empty for LoRA).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InitFactors {
+    pub d_in: usize,
+    pub r: usize,
+    pub d_out: usize,
+    pub a: Vec<f32>,
+    pub e: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+impl InitFactors {
+    pub fn a<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {
+        Tensor::from_data(TensorData::new(self.a.clone(), [self.d_in, self.r]), device)
+    }
+
+    pub fn b<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {
+        Tensor::from_data(
+            TensorData::new(self.b.clone(), [self.r, self.d_out]),
+            device,
+        )
+    }
+
+    pub fn e<B: Backend>(&self, device: &B::Device) -> Tensor<B, 1> {
+        Tensor::from_data(TensorData::new(self.e.clone(), [self.e.len()]), device)
+    }
+}
+
+/// W0 ← W0 − delta for an adapter starting from factors of W0; only a dense, unmerged f32 base.
+pub(crate) fn subtract_from_base<B: Backend>(
+    base: BaseLinear<B>,
+    delta: Tensor<B, 2>,
+    merged: bool,
+) -> Result<BaseLinear<B>, CoreError> {
+    if merged {
+        return Err(CoreError::State(
+            "cannot start a merged adapter from factors of W0".into(),
+        ));
+    }
+    if base.as_quantized().is_some() {
+        return Err(CoreError::State(
+            "an initialisation from W0's factors (PiSSA, OLoRA, AdaLoRA svd) needs a dense base; \
+             this one is quantized"
+                .into(),
+        ));
+    }
+    Ok(base.add_to_weight(delta.neg()))
 }
 
 impl<B: Backend> LoraLinear<B> {
@@ -143,6 +254,41 @@ impl<B: Backend> LoraLinear<B> {
         self
     }
 
+    /// Start from factors taken from W0 (PiSSA, OLoRA): A ← `a` `[d_in, r]`, B ← `b`
+    /// `[r, d_out]` (trainable as before), and the frozen base becomes the residual
+    /// W0 − s·A·B, so the layer computes exactly what it did before at step 0 (up to
+    /// rounding). The factors are kept ([`LoraLinear::init`]) for export.
+    pub fn with_init_factors(
+        mut self,
+        a: Tensor<B, 2>,
+        b: Tensor<B, 2>,
+    ) -> Result<Self, CoreError> {
+        if a.dims() != self.lora_a.dims() || b.dims() != self.lora_b.dims() {
+            return Err(CoreError::Shape(format!(
+                "initial factors A {:?} / B {:?} do not match the layer's A {:?} / B {:?}",
+                a.dims(),
+                b.dims(),
+                self.lora_a.dims(),
+                self.lora_b.dims()
+            )));
+        }
+        let [d_in, r] = a.dims();
+        let d_out = b.dims()[1];
+        let delta = a.clone().matmul(b.clone()).mul_scalar(self.scaling);
+        self.base = subtract_from_base(self.base, delta, self.merged)?;
+        self.init = Some(Arc::new(InitFactors {
+            d_in,
+            r,
+            d_out,
+            a: crate::host::to_f32_vec(a.clone()),
+            e: Vec::new(),
+            b: crate::host::to_f32_vec(b.clone()),
+        }));
+        self.lora_a = self.lora_a.map(|old| replace_keeping_grad(old, a));
+        self.lora_b = self.lora_b.map(|old| replace_keeping_grad(old, b));
+        Ok(self)
+    }
+
     /// Task switching: replace this adapter's A and B (burn layout) with another task's,
     /// keeping the merge state (a merged layer is unmerged first, then re-merged).
     pub fn swap_adapter(
@@ -178,5 +324,87 @@ pub(crate) fn replace_keeping_grad<B: Backend, const D: usize>(
         new.require_grad()
     } else {
         new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frozen::frozen_linear;
+    use crate::quant::QuantConfig;
+    use crate::svd::SvdAdapterConfig;
+    use burn::backend::NdArray;
+
+    type B = NdArray<f32>;
+
+    fn weight() -> Tensor<B, 2> {
+        let v: Vec<f32> = (0..64 * 8)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.05)
+            .collect();
+        Tensor::from_data(TensorData::new(v, [64, 8]), &Default::default())
+    }
+
+    fn factor(rows: usize, cols: usize, k: f32) -> Tensor<B, 2> {
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| (i as f32 * 0.3 + k).sin() * 0.2)
+            .collect();
+        Tensor::from_data(TensorData::new(v, [rows, cols]), &Default::default())
+    }
+
+    fn max_gap(a: Tensor<B, 2>, b: Tensor<B, 2>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    /// Any factors: the base becomes W0 − ΔW₀, the output stays W0's, the factors are kept;
+    /// a quantized base is refused.
+    #[test]
+    fn init_factors_move_delta_out_of_the_base() {
+        let dev = Default::default();
+        let x = factor(5, 64, 1.0);
+        let plain = frozen_linear(weight(), None);
+        let expected = burn::tensor::module::linear(x.clone(), weight(), None);
+        let cfg = LoraConfig::new().with_r(2);
+        let layer = cfg.init::<B>(plain.clone(), &dev).unwrap();
+        let (a, b) = (factor(64, 2, 0.0), factor(2, 8, 2.0));
+        let layer = layer.with_init_factors(a.clone(), b.clone()).unwrap();
+        assert!(max_gap(layer.forward(x.clone()), expected.clone()) < 1e-5);
+        let residual = weight() - a.clone().matmul(b.clone()).mul_scalar(cfg.scaling());
+        assert!(max_gap(layer.base.weight(&dev), residual) < 1e-6);
+        let init = layer.init.as_ref().unwrap();
+        assert_eq!((init.d_in, init.r, init.d_out), (64, 2, 8));
+        assert!(max_gap(init.a(&dev), a.clone()) == 0.0 && max_gap(init.b(&dev), b.clone()) == 0.0);
+        // The merged layer is the live one.
+        assert!(max_gap(layer.clone().merge().forward(x.clone()), expected.clone()) < 1e-5);
+        let svd = SvdAdapterConfig::new()
+            .with_init_r(2)
+            .init::<B>(plain.clone(), &dev)
+            .unwrap();
+        let e = Tensor::from_data(TensorData::new(vec![3.0f32, -1.5], [2]), &dev);
+        let svd = svd.with_init_factors(a.clone(), e, b.clone()).unwrap();
+        assert!(max_gap(svd.forward(x.clone()), expected) < 1e-5);
+        assert!(cfg
+            .init::<B>(plain.clone(), &dev)
+            .unwrap()
+            .with_init_factors(b.clone(), a.clone())
+            .is_err());
+        let (q, _) = BaseLinear::from(plain)
+            .quantize(QuantConfig::qlora(), "w")
+            .unwrap();
+        let err = cfg
+            .init::<B>(q, &dev)
+            .unwrap()
+            .with_init_factors(a, b)
+            .unwrap_err();
+        assert!(err.to_string().contains("quantized"), "{err}");
+    }
+
+    #[test]
+    fn init_names_parse_and_refuse_by_key() {
+        for name in LoraInit::NAMES {
+            assert_eq!(LoraInit::parse(name).unwrap().name(), name);
+        }
+        let err = LoraInit::parse("gaussian").unwrap_err().to_string();
+        assert!(err.contains("lora.init") && err.contains("pissa"), "{err}");
+        assert!(LoraInit::default().is_default() && !LoraInit::Pissa.is_default());
     }
 }

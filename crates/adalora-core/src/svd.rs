@@ -16,7 +16,9 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::error::CoreError;
 use crate::frozen::{linear_flat, BaseLinear};
-use crate::lora::{check_dropout, replace_keeping_grad};
+use std::sync::Arc;
+
+use crate::lora::{check_dropout, replace_keeping_grad, subtract_from_base, InitFactors};
 
 /// PEFT adds this to `ranknum` before dividing; kept for numerical parity.
 const RANKNUM_EPS: f64 = 1e-5;
@@ -72,6 +74,7 @@ impl SvdAdapterConfig {
             },
             ranknum: self.init_r as f64,
             merged: false,
+            init: None,
         })
     }
 }
@@ -93,6 +96,11 @@ pub struct SvdLinear<B: Backend> {
     /// The initial rank; never changed by masking or slicing.
     pub ranknum: f64,
     pub merged: bool,
+    /// The triplets this adapter started from when they were taken from W0 (AdaLoRA
+    /// `init = "svd"`): `base.weight` then holds the residual W0 − s·Qᵀ₀·diag(λ₀)·Pᵀ₀. `None`
+    /// for the ordinary start (λ = 0, base = W0). Not part of the module record.
+    #[module(skip)]
+    pub init: Option<Arc<InitFactors>>,
 }
 
 impl<B: Backend> SvdLinear<B> {
@@ -131,6 +139,50 @@ impl<B: Backend> SvdLinear<B> {
         q_lambda
             .matmul(self.lora_b.val())
             .mul_scalar(self.effective_scale())
+    }
+
+    /// Start from triplets taken from W0 (AdaLoRA `init = "svd"`): Qᵀ ← `a` `[d_in, r]`,
+    /// λ ← `e` `[r]`, Pᵀ ← `b` `[r, d_out]`, and the frozen base becomes the residual
+    /// W0 − s·Qᵀ·diag(λ)·Pᵀ, so the layer computes what it did before at step 0 (up to
+    /// rounding). The triplets are kept ([`SvdLinear::init`]) for export.
+    pub fn with_init_factors(
+        mut self,
+        a: Tensor<B, 2>,
+        e: Tensor<B, 1>,
+        b: Tensor<B, 2>,
+    ) -> Result<Self, CoreError> {
+        if a.dims() != self.lora_a.dims()
+            || e.dims() != self.lora_e.dims()
+            || b.dims() != self.lora_b.dims()
+        {
+            return Err(CoreError::Shape(format!(
+                "initial triplets A {:?} / E {:?} / B {:?} do not match the layer's A {:?} / E {:?} / B {:?}",
+                a.dims(),
+                e.dims(),
+                b.dims(),
+                self.lora_a.dims(),
+                self.lora_e.dims(),
+                self.lora_b.dims()
+            )));
+        }
+        let [d_in, r] = a.dims();
+        let d_out = b.dims()[1];
+        let delta = (a.clone() * e.clone().unsqueeze::<2>())
+            .matmul(b.clone())
+            .mul_scalar(self.effective_scale());
+        self.base = subtract_from_base(self.base, delta, self.merged)?;
+        self.init = Some(Arc::new(InitFactors {
+            d_in,
+            r,
+            d_out,
+            a: crate::host::to_f32_vec(a.clone()),
+            e: crate::host::to_f32_vec(e.clone()),
+            b: crate::host::to_f32_vec(b.clone()),
+        }));
+        self.lora_a = self.lora_a.map(|old| replace_keeping_grad(old, a));
+        self.lora_e = self.lora_e.map(|old| replace_keeping_grad(old, e));
+        self.lora_b = self.lora_b.map(|old| replace_keeping_grad(old, b));
+        Ok(self)
     }
 
     /// Fold ΔW into W0; merging twice is a no-op.

@@ -673,6 +673,10 @@ pub struct RankHeatmap<'a> {
     pub values: &'a [Vec<Option<f64>>],
     pub title: &'a str,
     pub vmax: Option<f64>,
+    /// The column axis' name (None: "layer"; columns are labelled 1, 2, … either way).
+    pub x_desc: Option<&'a str>,
+    /// What the colours mean, beside the colour bar (None: "rank").
+    pub bar_desc: Option<&'a str>,
 }
 
 impl RankHeatmap<'_> {
@@ -749,7 +753,7 @@ impl Figure for RankHeatmap<'_> {
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("layer")
+            .x_desc(self.x_desc.unwrap_or("layer"))
             .x_labels(layers)
             .y_labels(n)
             .x_label_formatter(&|v| match v {
@@ -795,7 +799,7 @@ impl Figure for RankHeatmap<'_> {
                     .map_err(err)?;
             }
         }
-        draw_colorbar(&bar_area, max, "rank")
+        draw_colorbar(&bar_area, max, self.bar_desc.unwrap_or("rank"))
     }
 }
 
@@ -1576,6 +1580,8 @@ mod tests {
             values: &values,
             title: "rotten_tomatoes · AdaLoRA 12→8\nmean final rank over n=3 runs · budget 288",
             vmax: Some(24.0),
+            x_desc: None,
+            bar_desc: None,
         };
         assert_eq!(fig.scale_max(), 24.0);
         save(&fig, &path).unwrap();
@@ -1592,6 +1598,14 @@ mod tests {
         let path = dir.join("heatmap_own_scale.png");
         save(&own, &path).unwrap();
         assert!(is_svg_with(&path.with_extension("svg"), "rank"));
+        // Another quantity names itself beside the colour bar.
+        let phi = RankHeatmap {
+            bar_desc: Some("similarity φ"),
+            ..own
+        };
+        let path = dir.join("heatmap_phi.png");
+        save(&phi, &path).unwrap();
+        assert!(is_svg_with(&path.with_extension("svg"), "similarity φ"));
     }
 
     /// How many horizontal polylines an SVG draws below `top` (legend sample strokes).

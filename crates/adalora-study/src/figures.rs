@@ -376,6 +376,8 @@ fn heatmap(
             values: &grid.values,
             title,
             vmax,
+            x_desc: None,
+            bar_desc: None,
         },
         out,
     )?)

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adalora_core::{
-    AdaLoraConfig, ComputeDtype, LoraConfig, Method, MethodConfig, QuantConfig, QuantType,
+    AdaLoraConfig, AdaLoraInit, ComputeDtype, LoraConfig, LoraInit, Method, MethodConfig,
+    QuantConfig, QuantType,
 };
 use adalora_data::CustomTaskConfig;
 use adalora_model::TargetSpec;
@@ -22,6 +23,10 @@ pub struct LoraSection {
     pub alpha: f64,
     pub dropout: f64,
     pub use_rslora: bool,
+    /// How A and B start: `kaiming` (default: A Kaiming-uniform, B = 0), `pissa` or `olora`
+    /// (from W0's SVD / QR; the base keeps the residual). Written only when not the default.
+    #[serde(skip_serializing_if = "LoraInit::is_default")]
+    pub init: LoraInit,
     /// Fixed per-module ranks (HF module path → rank; 0 = not adapted), e.g. the final
     /// allocation of an AdaLoRA run. Unlisted targeted modules keep `r`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -43,6 +48,7 @@ impl Default for LoraSection {
             alpha: core.alpha,
             dropout: core.dropout,
             use_rslora: core.use_rslora,
+            init: LoraInit::Kaiming,
             rank_pattern: BTreeMap::new(),
             rank_pattern_file: None,
             rank_pattern_source: None,
@@ -332,6 +338,7 @@ impl RunConfig {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "command line".into());
         check_protocol(&doc).with_context(|| format!("in {origin}"))?;
+        check_inits(&doc).with_context(|| format!("in {origin}"))?;
         let mut cfg: RunConfig = toml::Value::Table(doc)
             .try_into()
             .with_context(|| format!("invalid configuration ({origin})"))?;
@@ -469,6 +476,24 @@ impl RunConfig {
             .validate()
             .context("invalid adalora settings")?;
         if let Some(q) = self.quant_config() {
+            let init = match self.method {
+                Method::Lora if self.lora.init.from_weights() => {
+                    Some(format!("lora.init = \"{}\"", self.lora.init.name()))
+                }
+                Method::AdaLora if !self.adalora.init.is_default() => {
+                    Some(format!("adalora.init = \"{}\"", self.adalora.init.name()))
+                }
+                _ => None,
+            };
+            if let Some(init) = init {
+                bail!(
+                    "invalid setting {init} with quantize = \"{}\": an initialisation from W0's \
+                     factors replaces the base by a residual, which a quantized base cannot hold \
+                     here (quantizing the residual is not supported); drop quantize or use the \
+                     default init",
+                    q.kind
+                );
+            }
             if self.method.trains_base() {
                 bail!(
                     "invalid setting quantize = \"{}\" with method = \"{}\": a quantized base is \
@@ -518,6 +543,33 @@ fn check_protocol(doc: &toml::Table) -> anyhow::Result<()> {
         )
     })?;
     Protocol::parse(name).context("invalid setting train.protocol")?;
+    Ok(())
+}
+
+/// `lora.init` and `adalora.init`, checked before deserializing so that an unknown name is an
+/// error naming the setting and the valid names.
+fn check_inits(doc: &toml::Table) -> anyhow::Result<()> {
+    type Parse = fn(&str) -> anyhow::Result<()>;
+    let checks: [(&str, &[&str], Parse); 2] = [
+        ("lora", &LoraInit::NAMES, |s| {
+            LoraInit::parse(s).map(|_| ()).map_err(Into::into)
+        }),
+        ("adalora", &AdaLoraInit::NAMES, |s| {
+            AdaLoraInit::parse(s).map(|_| ()).map_err(Into::into)
+        }),
+    ];
+    for (section, names, parse) in checks {
+        let Some(value) = doc.get(section).and_then(|t| t.get("init")) else {
+            continue;
+        };
+        let name = value.as_str().with_context(|| {
+            format!(
+                "invalid setting {section}.init = {value}: expected a string, one of {}",
+                names.join(", ")
+            )
+        })?;
+        parse(name)?;
+    }
     Ok(())
 }
 
@@ -868,6 +920,68 @@ dev_ratio = 0.1
 skip_bad_rows = false
 "#;
         assert_eq!(RunConfig::default().to_toml().unwrap(), expected);
+    }
+
+    /// `lora.init` / `adalora.init`: parsed by name, an unknown one refused naming the key and
+    /// the valid names, the defaults never written (sweep hashes), refused on a quantized base.
+    #[test]
+    fn init_settings_parse_serialize_and_refuse_by_key() {
+        let cfg = RunConfig::load(
+            None,
+            &["lora.init=pissa".into(), "adalora.init=\"svd\"".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.lora.init, LoraInit::Pissa);
+        assert_eq!(cfg.adalora.init, AdaLoraInit::Svd);
+        let text = cfg.to_toml().unwrap();
+        assert!(
+            text.contains("init = \"pissa\"") && text.contains("init = \"svd\""),
+            "{text}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, &text).unwrap();
+        assert_eq!(RunConfig::load(Some(&p), &[]).unwrap(), cfg);
+        assert_eq!(
+            RunConfig::load(None, &["lora.init=olora".into()])
+                .unwrap()
+                .lora
+                .init,
+            LoraInit::Olora
+        );
+        // Defaults, explicit or not: the same text as before these settings existed.
+        let explicit = RunConfig::load(
+            None,
+            &["lora.init=kaiming".into(), "adalora.init=zero".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            explicit.to_toml().unwrap(),
+            RunConfig::default().to_toml().unwrap()
+        );
+        for (bad, key, names) in [
+            ("lora.init=gaussian", "lora.init", "kaiming, pissa, olora"),
+            ("lora.init=3", "lora.init", "kaiming, pissa, olora"),
+            ("adalora.init=pissa", "adalora.init", "zero, svd"),
+        ] {
+            let msg = format!("{:#}", RunConfig::load(None, &[bad.into()]).unwrap_err());
+            assert!(msg.contains(key) && msg.contains(names), "{bad}: {msg}");
+        }
+        for set in [
+            ["method=lora", "lora.init=pissa"],
+            ["method=lora", "lora.init=olora"],
+            ["method=adalora", "adalora.init=svd"],
+        ] {
+            let mut all: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+            all.push("quantize=nf4".into());
+            let msg = format!("{:#}", RunConfig::load(None, &all).unwrap_err());
+            assert!(
+                msg.contains(set[1].split('=').next().unwrap()) && msg.contains("quantize"),
+                "{msg}"
+            );
+        }
+        // The default inits still work with QLoRA.
+        RunConfig::load(None, &["method=lora".into(), "quantize=nf4".into()]).unwrap();
     }
 
     #[test]

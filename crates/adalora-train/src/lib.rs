@@ -17,6 +17,7 @@ pub mod config;
 pub mod decay;
 pub mod encode;
 pub mod eval;
+pub mod init;
 pub mod io;
 pub mod lr;
 pub mod merge;

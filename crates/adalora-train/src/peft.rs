@@ -118,14 +118,31 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     let mut rank_pattern = serde_json::Map::new();
     let mut lora_ranks = BTreeMap::new();
     let mut svd_index = 0;
+    // Per adapter: whether it started from W0's factors and is written converted to W0.
+    let mut converted = Vec::new();
     for (slot, layer) in slots.iter().zip(model.adapted_linears()) {
         let key = format!("{PREFIX}{encoder}{}", slot.path);
         match layer {
             AdaptedLinear::Plain(_) => continue,
             AdaptedLinear::Lora(l) => {
-                tensors.push(transposed(format!("{key}.lora_A.weight"), l.lora_a.val()));
-                tensors.push(transposed(format!("{key}.lora_B.weight"), l.lora_b.val()));
-                lora_ranks.insert(format!("{encoder}{}", slot.path), l.rank());
+                let (a, b, rank) = match &l.init {
+                    // PiSSA / OLoRA: ΔW relative to W0 is s·(B·A − B₀·A₀) = s·[B, −B₀]·[A; A₀],
+                    // a rank-2r LoRA adapter on the unmodified base (PEFT's
+                    // `path_initial_model_for_weight_conversion`).
+                    Some(init) => {
+                        let device = l.lora_a.device();
+                        (
+                            Tensor::cat(vec![l.lora_a.val(), init.a(&device)], 1),
+                            Tensor::cat(vec![l.lora_b.val(), init.b(&device).neg()], 0),
+                            2 * l.rank(),
+                        )
+                    }
+                    None => (l.lora_a.val(), l.lora_b.val(), l.rank()),
+                };
+                converted.push(l.init.is_some());
+                tensors.push(transposed(format!("{key}.lora_A.weight"), a));
+                tensors.push(transposed(format!("{key}.lora_B.weight"), b));
+                lora_ranks.insert(format!("{encoder}{}", slot.path), rank);
             }
             AdaptedLinear::Svd(s) => {
                 let mask = pattern
@@ -140,15 +157,34 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
                         s.rank()
                     );
                 }
-                let keep = kept_indices(&mask);
-                let e = to_f32_vec(s.lora_e.val());
+                let mut keep = kept_indices(&mask);
+                let mut mask = mask;
+                let (a, e, b) = match &s.init {
+                    // AdaLoRA svd: the initial triplets appended with λ negated, so that the
+                    // adapter on the unmodified W0 gives ΔW − ΔW₀ (init_r doubled, α scaled to
+                    // keep α/(init_r + 1e-5)); the appended triplets are always kept.
+                    Some(init) => {
+                        let device = s.lora_a.device();
+                        let r = s.rank();
+                        keep.extend(r..r + init.r);
+                        mask.extend(std::iter::repeat_n(true, init.r));
+                        (
+                            Tensor::cat(vec![s.lora_a.val(), init.a(&device)], 1),
+                            Tensor::cat(vec![s.lora_e.val(), init.e(&device).neg()], 0),
+                            Tensor::cat(vec![s.lora_b.val(), init.b(&device)], 0),
+                        )
+                    }
+                    None => (s.lora_a.val(), s.lora_e.val(), s.lora_b.val()),
+                };
+                converted.push(s.init.is_some());
+                let e = to_f32_vec(e);
                 tensors.push(
-                    HostMatrix::read(s.lora_a.val())
+                    HostMatrix::read(a)
                         .select(1, &keep)
                         .into_hf(format!("{key}.lora_A")),
                 );
                 tensors.push(
-                    HostMatrix::read(s.lora_b.val())
+                    HostMatrix::read(b)
                         .select(0, &keep)
                         .into_hf(format!("{key}.lora_B")),
                 );
@@ -164,6 +200,14 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     }
     if targets.is_empty() {
         bail!("the model carries no LoRA/AdaLoRA adapter to save");
+    }
+    let convert = converted.iter().any(|&c| c);
+    if convert && !converted.iter().all(|&c| c) {
+        bail!(
+            "{}: some adapters started from W0's factors and some did not; one adapter file \
+             cannot convert only some of them",
+            dir.display()
+        );
     }
     tensors.extend(model.head_hf().into_iter().map(|mut t| {
         t.name = format!("{PREFIX}{}", t.name);
@@ -199,15 +243,22 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
     match method.method {
         Method::Lora => {
             let l = &method.lora;
+            // A converted PiSSA/OLoRA adapter has rank 2r; α is scaled so that α/r (or
+            // α/√r) is unchanged, as PEFT's conversion does.
+            let (r, alpha) = match (convert, l.use_rslora) {
+                (false, _) => (l.r, l.alpha),
+                (true, false) => (2 * l.r, 2.0 * l.alpha),
+                (true, true) => (2 * l.r, 2f64.sqrt() * l.alpha),
+            };
             obj.insert("peft_type".into(), json!("LORA"));
-            obj.insert("r".into(), json!(l.r));
-            obj.insert("lora_alpha".into(), json!(l.alpha));
+            obj.insert("r".into(), json!(r));
+            obj.insert("lora_alpha".into(), json!(alpha));
             obj.insert("lora_dropout".into(), json!(l.dropout));
             obj.insert("use_rslora".into(), json!(l.use_rslora));
             // Modules trained at another rank than `r` (a fixed rank pattern), as PEFT names them.
             let pattern: serde_json::Map<String, Value> = lora_ranks
                 .into_iter()
-                .filter(|(_, r)| *r != l.r)
+                .filter(|(_, rank)| *rank != r)
                 .map(|(path, r)| (path, json!(r)))
                 .collect();
             obj.insert("rank_pattern".into(), Value::Object(pattern));
@@ -219,11 +270,19 @@ pub fn save_peft_adapter<B: Backend, M: SequenceClassifier<B>>(
                 .total_step
                 .context("AdaLoRA settings without total_step")?;
             let (tinit, tfinal) = a.warmups(total_step)?;
+            // Converted (adalora.init = "svd"): 2·init_r triplets, and α such that
+            // α'/(2·init_r + 1e-5) = α/(init_r + 1e-5), the scale the triplets were trained at.
+            let (init_r, alpha) = if convert {
+                let r = a.init_r as f64;
+                (2 * a.init_r, a.alpha * (2.0 * r + 1e-5) / (r + 1e-5))
+            } else {
+                (a.init_r, a.alpha)
+            };
             obj.insert("peft_type".into(), json!("ADALORA"));
             obj.insert("r".into(), json!(8));
-            obj.insert("init_r".into(), json!(a.init_r));
+            obj.insert("init_r".into(), json!(init_r));
             obj.insert("target_r".into(), json!(a.target_r));
-            obj.insert("lora_alpha".into(), json!(a.alpha));
+            obj.insert("lora_alpha".into(), json!(alpha));
             obj.insert("lora_dropout".into(), json!(a.dropout));
             obj.insert("tinit".into(), json!(tinit));
             obj.insert("tfinal".into(), json!(tfinal));

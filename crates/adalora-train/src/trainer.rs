@@ -273,6 +273,9 @@ pub fn build_model<B: AutodiffBackend>(
         Some(file) => format!("applying the rank pattern of {}", file.display()),
         None => "applying the method".into(),
     })?;
+    // PiSSA / OLoRA / AdaLoRA-SVD: factors from W0, the base keeps the residual (a no-op for
+    // the default initialisations). Deterministic, so resume rebuilds the same residual.
+    let model = crate::init::apply_weight_init(model, cfg)?;
     Ok((renumber_params(model), report, quant))
 }
 

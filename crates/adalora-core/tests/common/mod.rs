@@ -97,6 +97,7 @@ pub fn svd_from_peft(
         scaling: alpha,
         ranknum,
         merged: false,
+        init: None,
     }
 }
 

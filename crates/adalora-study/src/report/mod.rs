@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use adalora_train::io::atomic_write;
 use adalora_train::provenance::Provenance;
 use adalora_train::Method;
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use crate::manifest::{Row, Status, SweepDir};
 use crate::report_settings::{Center, Protocol, ReportSettings};
@@ -28,6 +28,9 @@ pub use compare::{pairs, Pair};
 pub use latex::latex;
 pub use markdown::markdown;
 pub use table_csv::csv_text;
+
+/// Where `adalora analyze SWEEP` writes the section the report includes.
+pub const ANALYSIS_SECTION: &str = "analysis/stability.md";
 
 /// Settings the row label already shows, or that are averaged / selected over.
 const NOT_A_ROW_KEY: [&str; 8] = [
@@ -559,7 +562,11 @@ impl Format {
 /// `report.md`, `report.csv` (and `report.tex`) next to the manifest; returns the Markdown.
 pub fn write_report(sweep: &SweepDir, study: &Study, format: Format) -> anyhow::Result<String> {
     let comparisons = compare::comparisons(study)?;
-    let md = markdown(study, &comparisons);
+    let mut md = markdown(study, &comparisons);
+    if let Some(section) = analysis_section(sweep)? {
+        md.push('\n');
+        md.push_str(&section);
+    }
     atomic_write(&sweep.root.join("report.md"), md.as_bytes())?;
     atomic_write(
         &sweep.root.join("report.csv"),
@@ -569,6 +576,18 @@ pub fn write_report(sweep: &SweepDir, study: &Study, format: Format) -> anyhow::
         atomic_write(&sweep.root.join("report.tex"), latex(study).as_bytes())?;
     }
     Ok(md)
+}
+
+/// The stability section `adalora analyze SWEEP` wrote (`analysis/stability.md`), if any.
+/// Read as a file because the analysis crate depends on this one, not the reverse.
+fn analysis_section(sweep: &SweepDir) -> anyhow::Result<Option<String>> {
+    let path = sweep.root.join(ANALYSIS_SECTION);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(text))
 }
 
 /// Report (Markdown, CSV, LaTeX) and the standard figures, next to the manifest.
