@@ -207,6 +207,17 @@ fn killed_sweep_resumes_without_losing_or_repeating_runs() {
         "{bad}"
     );
 
+    // With finished LoRA runs, the dry run also calibrates the benchmark's estimate by what
+    // they took (every run is done or failed, so nothing is left to estimate: 0 min).
+    let plan = ok_stdout(run_in(
+        dir,
+        &[&args[..], &["--bench-csv", "bench.csv"]].concat(),
+    ));
+    assert!(
+        plan.contains("calibrated by this sweep's 2 finished run(s)"),
+        "{plan}"
+    );
+
     // The report and the standard figures.
     let report = std::fs::read_to_string(dir.join("sw/report.md")).unwrap();
     for needle in [

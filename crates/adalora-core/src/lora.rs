@@ -10,7 +10,7 @@ use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData};
 
 use crate::error::CoreError;
 use crate::frozen::{linear_flat, BaseLinear};
@@ -94,6 +94,8 @@ pub enum LoraInit {
     /// A Kaiming-uniform, B zero, base = W0 (PEFT's `init_lora_weights=True`; the default).
     #[default]
     Kaiming,
+    /// A ~ N(0, (1/r)²), B zero, base = W0 (PEFT's `init_lora_weights="gaussian"`).
+    Gaussian,
     /// PiSSA (Meng et al., 2024; PEFT's `init_lora_weights="pissa"`): from W0's top-r singular
     /// triplets, A = √(S_r/s)·Vᵀ_r, B = U_r·√(S_r/s); the base keeps the residual W0 − s·B·A.
     Pissa,
@@ -103,30 +105,36 @@ pub enum LoraInit {
 }
 
 impl LoraInit {
-    pub const NAMES: [&'static str; 3] = ["kaiming", "pissa", "olora"];
+    pub const NAMES: [&'static str; 4] = ["kaiming", "gaussian", "pissa", "olora"];
 
     pub fn name(self) -> &'static str {
         match self {
             LoraInit::Kaiming => "kaiming",
+            LoraInit::Gaussian => "gaussian",
             LoraInit::Pissa => "pissa",
             LoraInit::Olora => "olora",
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, CoreError> {
-        [LoraInit::Kaiming, LoraInit::Pissa, LoraInit::Olora]
-            .into_iter()
-            .find(|i| i.name() == s)
-            .ok_or_else(|| {
-                CoreError::invalid(
-                    "lora.init",
-                    s,
-                    &format!(
-                        "unknown initialisation; expected one of {}",
-                        Self::NAMES.join(", ")
-                    ),
-                )
-            })
+        [
+            LoraInit::Kaiming,
+            LoraInit::Gaussian,
+            LoraInit::Pissa,
+            LoraInit::Olora,
+        ]
+        .into_iter()
+        .find(|i| i.name() == s)
+        .ok_or_else(|| {
+            CoreError::invalid(
+                "lora.init",
+                s,
+                &format!(
+                    "unknown initialisation; expected one of {}",
+                    Self::NAMES.join(", ")
+                ),
+            )
+        })
     }
 
     pub fn is_default(&self) -> bool {
@@ -135,7 +143,7 @@ impl LoraInit {
 
     /// Whether the factors come from W0 (and the base becomes a residual).
     pub fn from_weights(self) -> bool {
-        !self.is_default()
+        matches!(self, LoraInit::Pissa | LoraInit::Olora)
     }
 }
 
@@ -251,6 +259,16 @@ impl<B: Backend> LoraLinear<B> {
             self.base = self.base.add_to_weight(delta);
             self.merged = false;
         }
+        self
+    }
+
+    /// Redraw A from N(0, (1/r)²) (PEFT's `init_lora_weights="gaussian"`), from the backend's
+    /// seeded generator; B stays zero, so ΔW = 0 still and the base is untouched.
+    pub fn with_gaussian_a(mut self) -> Self {
+        let device = self.lora_a.device();
+        let std = 1.0 / self.rank() as f64;
+        let a = Tensor::random(self.lora_a.dims(), Distribution::Normal(0.0, std), &device);
+        self.lora_a = Param::from_tensor(a);
         self
     }
 
@@ -403,7 +421,7 @@ mod tests {
         for name in LoraInit::NAMES {
             assert_eq!(LoraInit::parse(name).unwrap().name(), name);
         }
-        let err = LoraInit::parse("gaussian").unwrap_err().to_string();
+        let err = LoraInit::parse("normal").unwrap_err().to_string();
         assert!(err.contains("lora.init") && err.contains("pissa"), "{err}");
         assert!(LoraInit::default().is_default() && !LoraInit::Pissa.is_default());
     }

@@ -1,6 +1,7 @@
-//! `sweep --dry-run`'s time estimate from the training-step time `adalora bench` measured:
-//! the median step of the same method, scaled to the run's batch × sequence length and to its
-//! model's size when they differ from the benchmarked shape.
+//! `sweep --dry-run`'s time estimate from what `adalora bench` measured: the median training
+//! step and evaluation throughput of the same method, scaled to the run's padded tokens per
+//! batch (batches are padded to their longest sequence, so a task of short sentences costs far
+//! less than `max_seq_len` suggests) and to its model's size.
 
 use std::path::{Path, PathBuf};
 
@@ -15,13 +16,24 @@ const BENCH_MODEL: EncoderSize = EncoderSize {
     ffn: 1536,
 };
 
-/// One measured training step: a `train_step` row of a benchmark CSV.
+/// What a benchmark row measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// One optimizer step (`train_step`, seconds).
+    Train,
+    /// Evaluating the live, unmerged adapter (`eval` with variant `unmerged`, examples/s).
+    Eval,
+}
+
+/// One measured batch: a `train_step` row of a benchmark CSV, or an unmerged `eval` row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchStep {
+    pub workload: Workload,
     pub method: String,
     pub batch: usize,
     pub seq: usize,
-    /// Median seconds per optimizer step.
+    /// Median seconds per batch of `batch × seq` (an optimizer step; for an evaluation row
+    /// `batch` over its median examples/s).
     pub seconds: f64,
     /// `FILE line N`, for the dry run to say where its estimate came from.
     pub source: String,
@@ -48,7 +60,7 @@ pub fn newest_bench_summary(root: &Path, gpu: bool) -> Option<PathBuf> {
     dirs.pop().map(|d| d.join("summary.csv"))
 }
 
-/// The `train_step` rows of a benchmark CSV: either what `adalora bench --csv` writes
+/// The `train_step` and unmerged `eval` rows of a benchmark CSV: either what `adalora bench --csv` writes
 /// (`workload,method,variant,batch,seq,unit,median,…`) or the side-by-side `summary.csv` of
 /// `scripts/bench/compare.py` (`side,workload,method,variant,shape,unit,median,…`; only our
 /// side is read, not PyTorch's).
@@ -76,6 +88,7 @@ pub fn read_bench_steps(path: &Path) -> anyhow::Result<Vec<BenchStep>> {
         need("median")?,
     );
     let side = column("side");
+    let variant = column("variant");
     let shape_columns = match (column("batch"), column("seq"), column("shape")) {
         (Some(b), Some(s), _) => Shape::Columns(b, s),
         (_, _, Some(s)) => Shape::Text(s),
@@ -87,12 +100,22 @@ pub fn read_bench_steps(path: &Path) -> anyhow::Result<Vec<BenchStep>> {
         let r = record.with_context(|| format!("{name} line {line}"))?;
         let field = |c: usize| r.get(c).unwrap_or("").trim();
         let ours = side.is_none_or(|c| matches!(field(c), "adalora" | "ours"));
-        if !ours || field(workload) != "train_step" {
+        let kind = match field(workload) {
+            "train_step" => Workload::Train,
+            "eval" if variant.is_some_and(|c| field(c) == "unmerged") => Workload::Eval,
+            _ => continue,
+        };
+        if !ours {
             continue;
         }
-        if field(unit) != "s" {
+        let expected_unit = match kind {
+            Workload::Train => "s",
+            Workload::Eval => "examples/s",
+        };
+        if field(unit) != expected_unit {
             bail!(
-                "{name} line {line}: a train_step in {:?}, expected s",
+                "{name} line {line}: a {} in {:?}, expected {expected_unit}",
+                field(workload),
                 field(unit)
             );
         }
@@ -114,11 +137,16 @@ pub fn read_bench_steps(path: &Path) -> anyhow::Result<Vec<BenchStep>> {
                 (shape.batch, shape.seq)
             }
         };
+        let median = number("median", field(median))?;
         steps.push(BenchStep {
+            workload: kind,
             method: field(method).to_string(),
             batch,
             seq,
-            seconds: number("median", field(median))?,
+            seconds: match kind {
+                Workload::Train => median,
+                Workload::Eval => batch as f64 / median,
+            },
             source: format!("{name} line {line}"),
         });
     }
@@ -133,29 +161,29 @@ enum Shape {
     Text(usize),
 }
 
-/// A run's estimated step time and the benchmark row it was scaled from.
+/// A batch's estimated time and the benchmark row it was scaled from.
 #[derive(Clone, Debug)]
 pub struct StepEstimate<'a> {
     pub seconds_per_step: f64,
     pub from: &'a BenchStep,
 }
 
-/// Seconds per step of a `method` run at `batch × seq` on a model `model_scale` times the
-/// benchmarked one: the same method's row with the nearest number of tokens per step, scaled
-/// linearly in tokens and model size (attention's quadratic part is ignored: at these lengths
-/// the dense layers dominate). `None` when the benchmark has no row of that method.
+/// Seconds of one `workload` batch of `tokens` (padded batch size × length) for a `method`
+/// run on a model `model_scale` times the benchmarked one: the same method's row with the
+/// nearest number of tokens per batch, scaled linearly in tokens and model size (attention's
+/// quadratic part is ignored: at these lengths the dense layers dominate). `None` when the
+/// benchmark has no such row.
 pub fn estimate_step<'a>(
     steps: &'a [BenchStep],
+    workload: Workload,
     method: &str,
-    batch: usize,
-    seq: usize,
+    tokens: f64,
     model_scale: f64,
 ) -> Option<StepEstimate<'a>> {
-    let tokens = (batch * seq) as f64;
     let distance = |s: &BenchStep| (tokens / (s.batch * s.seq) as f64).ln().abs();
     let from = steps
         .iter()
-        .filter(|s| s.method == method)
+        .filter(|s| s.workload == workload && s.method == method)
         .min_by(|a, b| distance(a).total_cmp(&distance(b)))?;
     Some(StepEstimate {
         seconds_per_step: from.seconds * tokens / (from.batch * from.seq) as f64 * model_scale,
@@ -210,7 +238,9 @@ mod tests {
         train_step,lora,,32,128,s,42.0,40,44,2\n\
         peak_rss,lora,,32,128,MB,1465.5,1465.5,1465.5,1\n\
         train_step,lora,,32,64,s,18.0,16,19,2\n\
-        train_step,adalora,,32,64,s,20.0,19,21,2\n";
+        train_step,adalora,,32,64,s,20.0,19,21,2\n\
+        eval,lora,unmerged,32,64,examples/s,64.0,60,66,2\n\
+        eval,lora,merged,32,64,examples/s,99.0,90,100,2\n";
 
     const SUMMARY: &str = "side,workload,method,variant,shape,unit,median,min,max,runs\n\
         adalora,train_step,adalora,,32x128,s,45.0,42,48,1\n\
@@ -228,7 +258,8 @@ mod tests {
     fn reads_the_train_steps_of_both_csv_layouts_and_only_our_side() {
         let (_d, path) = write(OURS);
         let steps = read_bench_steps(&path).unwrap();
-        assert_eq!(steps.len(), 3);
+        assert_eq!(steps.len(), 4, "the merged eval row is not read");
+        assert_eq!(steps[3].workload, Workload::Eval);
         assert_eq!(
             (steps[1].batch, steps[1].seq, steps[1].seconds),
             (32, 64, 18.0)
@@ -249,13 +280,18 @@ mod tests {
         let (_d, path) = write(OURS);
         let steps = read_bench_steps(&path).unwrap();
         // 16 × 64 tokens is nearest to lora's 32 × 64 row: half its tokens.
-        let e = estimate_step(&steps, "lora", 16, 64, 1.0).unwrap();
+        let train = Workload::Train;
+        let e = estimate_step(&steps, train, "lora", 16.0 * 64.0, 1.0).unwrap();
         assert_eq!((e.from.seq, e.seconds_per_step), (64, 9.0));
-        let e = estimate_step(&steps, "lora", 32, 128, 2.0).unwrap();
+        let e = estimate_step(&steps, train, "lora", 32.0 * 128.0, 2.0).unwrap();
         assert_eq!((e.from.seq, e.seconds_per_step), (128, 84.0));
-        let e = estimate_step(&steps, "adalora", 32, 128, 1.0).unwrap();
+        let e = estimate_step(&steps, train, "adalora", 32.0 * 128.0, 1.0).unwrap();
         assert_eq!(e.seconds_per_step, 40.0);
-        assert!(estimate_step(&steps, "bitfit", 32, 64, 1.0).is_none());
+        assert!(estimate_step(&steps, train, "bitfit", 32.0 * 64.0, 1.0).is_none());
+        // Evaluation: 32 × 64 at 64 examples/s is 0.5 s a batch; 8 × 64 tokens is a quarter.
+        let e = estimate_step(&steps, Workload::Eval, "lora", 8.0 * 64.0, 1.0).unwrap();
+        assert_eq!(e.seconds_per_step, 0.125);
+        assert!(estimate_step(&steps, Workload::Eval, "adalora", 512.0, 1.0).is_none());
     }
 
     #[test]

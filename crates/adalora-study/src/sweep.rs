@@ -8,7 +8,7 @@ use adalora_train::config::DeviceKind;
 use adalora_train::io::read_json;
 use adalora_train::RunConfig;
 
-use crate::estimate::{self, BenchStep};
+use crate::estimate::{self, BenchStep, Workload};
 use crate::runs::RunSummary;
 use anyhow::Context;
 
@@ -244,30 +244,58 @@ fn varying_settings(runs: &[PlannedRun]) -> Vec<String> {
     keys
 }
 
-/// Optimizer steps of a run, from its data size (the task is loaded, not tokenized).
-fn steps_of(cfg: &RunConfig, sizes: &mut BTreeMap<String, usize>) -> anyhow::Result<usize> {
-    let key = format!("{}|{}|{:?}", cfg.task, cfg.seed, cfg.glue_dir);
-    let n = match sizes.get(&key) {
-        Some(n) => *n,
+/// What a run's time depends on: its optimizer steps, the padded tokens of a training batch
+/// and of one evaluation pass, and how many evaluations it makes.
+#[derive(Clone, Copy, Debug)]
+struct RunSize {
+    steps: usize,
+    train_tokens_per_batch: f64,
+    eval_tokens: f64,
+    evaluations: usize,
+}
+
+/// [`RunSize`] of a run, from its tokenized data (each distinct data setting is loaded and
+/// tokenized once per dry run).
+fn run_size(
+    cfg: &RunConfig,
+    cache: &mut BTreeMap<String, adalora_train::task::BatchTokens>,
+) -> anyhow::Result<RunSize> {
+    let t = &cfg.train;
+    let key = format!(
+        "{}|{}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{}|{}",
+        cfg.task,
+        cfg.seed,
+        cfg.glue_dir,
+        cfg.model,
+        t.max_train_examples,
+        t.max_seq_len,
+        t.batch_size,
+        t.bucket_batches,
+        t.protocol,
+        t.selection_ratio,
+        t.eval_batch_size
+    );
+    let tokens = match cache.get(&key) {
+        Some(b) => *b,
         None => {
-            let n = adalora_train::task::load_task(cfg)?.train.len();
-            sizes.insert(key, n);
-            n
+            let b = adalora_train::task::batch_tokens(cfg)?;
+            cache.insert(key, b);
+            b
         }
     };
-    let n = cfg.train.max_train_examples.map_or(n, |m| m.min(n));
-    // Under held-out selection a `selection_ratio` part of the subset leaves training (the
-    // stratified split rounds per class; this estimate rounds once).
-    let n = match cfg.train.protocol {
-        adalora_train::Protocol::HeldOut => {
-            n - ((n as f64 * cfg.train.selection_ratio).round() as usize).min(n)
-        }
-        adalora_train::Protocol::BestDev => n,
+    let steps = t.max_steps.unwrap_or(t.epochs * tokens.batches_per_epoch);
+    // As the trainer: every `eval_every` steps (else at each epoch's end) before the last
+    // step, and once at the end.
+    let periodic = match t.eval_every {
+        Some(n) => steps.saturating_sub(1) / n.max(1),
+        None => steps.saturating_sub(1) / tokens.batches_per_epoch.max(1),
     };
-    Ok(cfg
-        .train
-        .max_steps
-        .unwrap_or(cfg.train.epochs * n.div_ceil(cfg.train.batch_size)))
+    Ok(RunSize {
+        steps,
+        train_tokens_per_batch: tokens.train_tokens_per_batch,
+        eval_tokens: tokens.eval_tokens,
+        evaluations: periodic + 1,
+    })
 }
 
 /// Median examples/s of this sweep's finished runs, if any.
@@ -288,6 +316,44 @@ fn measured_throughput(sweep: &SweepDir) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
+/// Seconds each finished run of this sweep took from its first step to its last (training,
+/// evaluations and checkpoints: `train_seconds` of its summary), by run hash.
+fn measured_seconds(sweep: &SweepDir) -> BTreeMap<String, f64> {
+    let Ok(m) = sweep.read() else {
+        return BTreeMap::new();
+    };
+    m.rows
+        .iter()
+        .filter(|r| r.status == Status::Done)
+        .filter_map(|r| {
+            let s = read_json::<RunSummary>(&sweep.run_path(r).join("summary.json")).ok()?;
+            (s.train_seconds.is_finite() && s.train_seconds > 0.0)
+                .then(|| (r.hash.clone(), s.train_seconds))
+        })
+        .collect()
+}
+
+/// The median of measured / estimated seconds over the finished runs: how far the benchmark's
+/// step times are from what this sweep's runs see (threads per job, concurrent jobs, other
+/// load on the machine, evaluation and checkpoints, padding), applied to the runs left.
+fn calibration(pairs: &[(f64, f64)]) -> Option<f64> {
+    let mut ratios: Vec<f64> = pairs
+        .iter()
+        .filter(|(_, est)| *est > 0.0)
+        .map(|(measured, est)| measured / est)
+        .collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    Some(if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    })
+}
+
 /// The benchmark `--dry-run` estimates from: the file given, else the newest committed one
 /// taken on the runs' kind of device.
 fn bench_steps(
@@ -306,12 +372,16 @@ fn bench_steps(
     Ok(Some((path, steps)))
 }
 
-/// Where a run's estimate came from, shown in the plan's `from` column.
-enum Basis<'a> {
-    /// A benchmark row, scaled.
-    Bench(&'a BenchStep),
-    /// Examples per second when no benchmark row fits: the sweep's own runs or the fixed guess.
-    Throughput,
+/// The plan's `bN` tag of a benchmark row, numbering rows in order of first use.
+fn bench_tag<'a>(used: &mut Vec<&'a BenchStep>, row: &'a BenchStep) -> String {
+    let k = used
+        .iter()
+        .position(|u| std::ptr::eq(*u, row))
+        .unwrap_or_else(|| {
+            used.push(row);
+            used.len() - 1
+        });
+    format!("b{}", k + 1)
 }
 
 fn print_plan(
@@ -333,6 +403,8 @@ fn print_plan(
         .read()
         .map(|m| m.rows.into_iter().map(|r| (r.hash, r.status)).collect())
         .unwrap_or_default();
+    let measured = measured_seconds(sweep);
+    let mut measured_vs_estimated = Vec::new();
     let mut sizes = BTreeMap::new();
     println!(
         "sweep {} ({}): {} runs -> {}",
@@ -350,6 +422,7 @@ fn print_plan(
     let mut problems = Vec::new();
     let mut used: Vec<&BenchStep> = Vec::new();
     let mut used_throughput = false;
+    let mut evaluation_left_out = false;
     for (i, r) in runs.iter().enumerate() {
         let state = done.get(&r.hash).copied().map(status_name).unwrap_or("new");
         let cfg = &r.config;
@@ -360,47 +433,57 @@ fn print_plan(
             ));
             1.0
         });
-        let basis = match estimate::estimate_step(
-            steps_of_bench,
-            cfg.method.name(),
-            cfg.train.batch_size,
-            cfg.train.max_seq_len,
-            scale,
-        ) {
-            Some(e) => (e.seconds_per_step, Basis::Bench(e.from)),
-            None => (cfg.train.batch_size as f64 / rate, Basis::Throughput),
-        };
-        let from = match basis.1 {
-            Basis::Bench(row) => {
-                let k = used
-                    .iter()
-                    .position(|u| std::ptr::eq(*u, row))
-                    .unwrap_or_else(|| {
-                        used.push(row);
-                        used.len() - 1
-                    });
-                format!("[b{}]", k + 1)
-            }
-            Basis::Throughput => {
-                used_throughput = true;
-                "[r]".into()
-            }
-        };
-        let (steps, seconds) = match steps_of(cfg, &mut sizes) {
-            Ok(steps) => {
-                let seconds = steps as f64 * basis.0;
+        let size = run_size(cfg, &mut sizes).map_err(|e| {
+            problems.push(format!(
+                "run {i} ({}): cannot load its data: {e:#}",
+                r.label
+            ));
+        });
+        let method = cfg.method.name();
+        let (steps, seconds, from) = match size {
+            Ok(size) => {
+                let train = estimate::estimate_step(
+                    steps_of_bench,
+                    Workload::Train,
+                    method,
+                    size.train_tokens_per_batch,
+                    scale,
+                );
+                let eval = estimate::estimate_step(
+                    steps_of_bench,
+                    Workload::Eval,
+                    method,
+                    size.eval_tokens,
+                    scale,
+                );
+                let (seconds, from) = match train {
+                    Some(e) => {
+                        let mut from = bench_tag(&mut used, e.from);
+                        let mut seconds = size.steps as f64 * e.seconds_per_step;
+                        match eval {
+                            Some(v) => {
+                                seconds += size.evaluations as f64 * v.seconds_per_step;
+                                from = format!("{from},{}", bench_tag(&mut used, v.from));
+                            }
+                            None => evaluation_left_out = true,
+                        }
+                        if let Some(m) = measured.get(&r.hash) {
+                            measured_vs_estimated.push((*m, seconds));
+                        }
+                        (seconds, format!("[{from}]"))
+                    }
+                    None => {
+                        used_throughput = true;
+                        let examples = size.steps * cfg.train.batch_size;
+                        (examples as f64 / rate, "[r]".to_string())
+                    }
+                };
                 if state != "done" {
                     total += seconds;
                 }
-                (steps.to_string(), format!("{seconds:.0}"))
+                (size.steps.to_string(), format!("{seconds:.0}"), from)
             }
-            Err(e) => {
-                problems.push(format!(
-                    "run {i} ({}): cannot load its data: {e:#}",
-                    r.label
-                ));
-                ("?".into(), "?".into())
-            }
+            Err(()) => ("?".into(), "?".into(), "?".into()),
         };
         let shown: Vec<String> = r
             .overrides()
@@ -424,9 +507,13 @@ fn print_plan(
         ),
     }
     for (k, row) in used.iter().enumerate() {
+        let what = match row.workload {
+            Workload::Train => "train_step",
+            Workload::Eval => "eval (unmerged)",
+        };
         println!(
-            "  [b{}] {}: train_step {} {}x{}, median {:.2} s/step, scaled to each run's \
-             batch × max_seq_len and model size",
+            "  [b{}] {}: {what} {} {}x{}, median {:.2} s a batch, scaled to each run's padded \
+             tokens per batch (per evaluation pass) and model size",
             k + 1,
             row.source,
             row.method,
@@ -440,10 +527,43 @@ fn print_plan(
     }
     let jobs = opts.jobs.max(1) as f64;
     println!(
-        "estimated time of the runs left: {:.1} min with -j {} (the benchmark's thread count \
-         and load may differ from this sweep's; evaluation not included)",
+        "estimated time of the runs left: {:.1} min with -j {} (training{}; the benchmark's \
+         thread count and load may differ from this sweep's)",
         total / jobs / 60.0,
         opts.jobs.max(1),
+        if evaluation_left_out {
+            ", and evaluations where the benchmark has an unmerged eval row of the method"
+        } else {
+            " and evaluations"
+        },
     );
+    if let Some(k) = calibration(&measured_vs_estimated) {
+        println!(
+            "calibrated by this sweep's {} finished run(s) (median measured/estimated = {k:.2}, \
+             which includes their evaluations, checkpoints, threads and machine load): \
+             {:.1} min ({:.1} h) with -j {}",
+            measured_vs_estimated.len(),
+            total * k / jobs / 60.0,
+            total * k / jobs / 3600.0,
+            opts.jobs.max(1),
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calibration;
+
+    #[test]
+    fn calibration_is_the_median_ratio_of_measured_to_estimated() {
+        assert_eq!(calibration(&[]), None);
+        assert_eq!(calibration(&[(30.0, 10.0)]), Some(3.0));
+        // Ratios 2, 4, 1 → median 2; an estimate of 0 is left out.
+        assert_eq!(
+            calibration(&[(20.0, 10.0), (40.0, 10.0), (5.0, 5.0), (9.0, 0.0)]),
+            Some(2.0)
+        );
+        assert_eq!(calibration(&[(20.0, 10.0), (40.0, 10.0)]), Some(3.0));
+    }
 }

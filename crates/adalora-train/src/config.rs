@@ -23,8 +23,8 @@ pub struct LoraSection {
     pub alpha: f64,
     pub dropout: f64,
     pub use_rslora: bool,
-    /// How A and B start: `kaiming` (default: A Kaiming-uniform, B = 0), `pissa` or `olora`
-    /// (from W0's SVD / QR; the base keeps the residual). Written only when not the default.
+    /// How A and B start: `kaiming` (default: A Kaiming-uniform, B = 0), `gaussian` (A normal
+    /// with std 1/r, B = 0), `pissa` or `olora` (from W0's SVD / QR; the base keeps the residual). Written only when not the default.
     #[serde(skip_serializing_if = "LoraInit::is_default")]
     pub init: LoraInit,
     /// Fixed per-module ranks (HF module path → rank; 0 = not adapted), e.g. the final
@@ -960,8 +960,16 @@ skip_bad_rows = false
             RunConfig::default().to_toml().unwrap()
         );
         for (bad, key, names) in [
-            ("lora.init=gaussian", "lora.init", "kaiming, pissa, olora"),
-            ("lora.init=3", "lora.init", "kaiming, pissa, olora"),
+            (
+                "lora.init=normal",
+                "lora.init",
+                "kaiming, gaussian, pissa, olora",
+            ),
+            (
+                "lora.init=3",
+                "lora.init",
+                "kaiming, gaussian, pissa, olora",
+            ),
             ("adalora.init=pissa", "adalora.init", "zero, svd"),
         ] {
             let msg = format!("{:#}", RunConfig::load(None, &[bad.into()]).unwrap_err());
@@ -980,8 +988,10 @@ skip_bad_rows = false
                 "{msg}"
             );
         }
-        // The default inits still work with QLoRA.
+        // The inits that leave W0 alone still work with QLoRA.
         RunConfig::load(None, &["method=lora".into(), "quantize=nf4".into()]).unwrap();
+        let gaussian = ["method=lora", "lora.init=gaussian", "quantize=nf4"];
+        RunConfig::load(None, &gaussian.map(String::from)).unwrap();
     }
 
     #[test]

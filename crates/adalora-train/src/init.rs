@@ -1,4 +1,5 @@
-//! Initialisations from the pretrained weight (`lora.init = "pissa" | "olora"`,
+//! Initialisations other than the default (`lora.init = "gaussian"`, PEFT's normal A with
+//! std 1/r, and the ones from the pretrained weight: `lora.init = "pissa" | "olora"`,
 //! `adalora.init = "svd"`): the SVD / QR of each adapted W0, on the host in f64 with LAPACK
 //! (`ndarray-linalg` on the system OpenBLAS). It runs once, outside the training graph; the
 //! factors go into the core's layers ([`adalora_core::LoraLinear::with_init_factors`],
@@ -113,10 +114,10 @@ fn burn_t<B: Backend>(m: &Array2<f64>, device: &B::Device) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(data, [t.nrows(), t.ncols()]), device)
 }
 
-/// Whether `cfg` asks for an initialisation from the pretrained weights.
+/// Whether `cfg` asks for an initialisation other than the default Kaiming/zero start.
 pub fn uses_weight_init(cfg: &RunConfig) -> bool {
     match cfg.method {
-        Method::Lora => cfg.lora.init.from_weights(),
+        Method::Lora => !cfg.lora.init.is_default(),
         Method::AdaLora => cfg.adalora.init == AdaLoraInit::Svd,
         Method::Full | Method::BitFit => false,
     }
@@ -136,13 +137,18 @@ pub fn apply_weight_init<B: Backend, M: SequenceClassifier<B>>(
         let name = &slot.path;
         let replaced = match &*layer {
             AdaptedLinear::Plain(_) => continue,
+            AdaptedLinear::Lora(l) if cfg.lora.init == LoraInit::Gaussian => {
+                AdaptedLinear::Lora(l.clone().with_gaussian_a())
+            }
             AdaptedLinear::Lora(l) => {
                 let device = l.lora_a.device();
                 let w = pytorch_layout(l.base.weight(&device));
                 let f = match cfg.lora.init {
                     LoraInit::Pissa => pissa(&w, l.rank(), l.scaling),
                     LoraInit::Olora => olora(&w, l.rank()),
-                    LoraInit::Kaiming => unreachable!("checked by uses_weight_init"),
+                    LoraInit::Kaiming | LoraInit::Gaussian => {
+                        unreachable!("handled above / by uses_weight_init")
+                    }
                 }
                 .with_context(|| format!("lora.init = \"{}\" on {name}", cfg.lora.init.name()))?;
                 let (a, b) = (burn_t::<B>(&f.a, &device), burn_t::<B>(&f.b, &device));

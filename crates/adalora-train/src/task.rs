@@ -1,5 +1,6 @@
 //! From a run configuration to tokenized train/dev data.
 
+use adalora_data::batch::{BatchConfig, Batcher};
 use adalora_data::tokenize::{EncodedDataset, TextTokenizer};
 use adalora_data::{
     load_custom, load_default_task, load_glue, parse_task_arg, resolve_glue_dir, split_train_dev,
@@ -193,6 +194,60 @@ pub fn prepare_task(cfg: &RunConfig, tokenizer: &TextTokenizer) -> anyhow::Resul
         train,
         dev,
         selection,
+    })
+}
+
+/// The padded sizes that a run's time depends on: batches are padded to their longest
+/// sequence, so tokens per batch follow the data, not `max_seq_len`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchTokens {
+    pub batches_per_epoch: usize,
+    /// Mean padded tokens (rows × longest sequence) of a training batch, over epoch 0's order.
+    pub train_tokens_per_batch: f64,
+    /// Padded tokens of one evaluation pass over every evaluated split (dev and selection).
+    pub eval_tokens: f64,
+}
+
+/// [`BatchTokens`] of `cfg`'s run: its task loaded, subset and tokenized with its model's
+/// tokenizer exactly as the run will be, and batched as the trainer batches.
+pub fn batch_tokens(cfg: &RunConfig) -> anyhow::Result<BatchTokens> {
+    let model_dir = adalora_model::loader::resolve_model_dir(cfg.model.as_deref())?;
+    let tokenizer = load_tokenizer(&model_dir, cfg.train.max_seq_len)?;
+    let prepared = prepare_task(cfg, &tokenizer)?;
+    let batcher = Batcher::new(
+        &prepared.train,
+        tokenizer.pad_id(),
+        BatchConfig {
+            batch_size: cfg.train.batch_size,
+            bucket_batches: cfg.train.bucket_batches,
+            seed: cfg.seed,
+        },
+    )?;
+    let padded = |data: &EncodedDataset, batch: &[usize]| {
+        let longest = batch
+            .iter()
+            .map(|&i| data.items[i].len())
+            .max()
+            .unwrap_or(0);
+        (batch.len() * longest) as f64
+    };
+    let order = batcher.epoch_order(0);
+    let train_tokens: f64 = order.iter().map(|b| padded(&prepared.train, b)).sum();
+    let eval_size = cfg.train.eval_batch_size.max(1);
+    let eval_tokens = prepared
+        .eval_splits()
+        .map(|(_, data)| {
+            let indices: Vec<usize> = (0..data.len()).collect();
+            indices
+                .chunks(eval_size)
+                .map(|b| padded(data, b))
+                .sum::<f64>()
+        })
+        .sum();
+    Ok(BatchTokens {
+        batches_per_epoch: order.len(),
+        train_tokens_per_batch: train_tokens / order.len().max(1) as f64,
+        eval_tokens,
     })
 }
 

@@ -340,3 +340,54 @@ fn default_inits_leave_the_base_alone() {
         }
     }
 }
+
+/// `lora.init = "gaussian"` (PEFT's): A ~ N(0, (1/r)²), B = 0, the base untouched, no factors.
+#[test]
+fn gaussian_init_draws_a_with_std_one_over_r() {
+    let r = 4;
+    let cfg = RunConfig::load(
+        None,
+        &[
+            "method=lora".into(),
+            format!("lora.r={r}"),
+            "lora.init=gaussian".into(),
+        ],
+    )
+    .unwrap();
+    let mc = cfg.method_config(100).unwrap();
+    let (model, _) = apply_method(base_model(), &mc, &cfg.target, &Default::default()).unwrap();
+    let before = logits(&model);
+    let model = apply_weight_init(model, &cfg).unwrap();
+    let reference = base_model();
+    let mut a_all = Vec::new();
+    for (l, w0) in model
+        .adapted_linears()
+        .into_iter()
+        .zip(reference.adapted_linears())
+    {
+        let AdaptedLinear::Lora(x) = l else { continue };
+        assert!(x.init.is_none());
+        assert!(adalora_core::to_f32_vec(x.lora_b.val())
+            .iter()
+            .all(|&b| b == 0.0));
+        let w = adalora_core::to_f32_vec(x.base.weight(&Default::default()));
+        assert_eq!(
+            w,
+            adalora_core::to_f32_vec(w0.base().weight(&Default::default()))
+        );
+        a_all.extend(adalora_core::to_f32_vec(x.lora_a.val()));
+    }
+    assert!(a_all.len() > 500, "{} entries of A", a_all.len());
+    let n = a_all.len() as f64;
+    let mean = a_all.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let sd = (a_all
+        .iter()
+        .map(|&x| (x as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    // Kaiming-uniform's sd here would be 1/√(3·d_in) ≈ 0.08 (d_in = 48): far from 1/r = 0.25.
+    assert!((sd - 1.0 / r as f64).abs() < 0.02, "sd {sd}");
+    assert!(mean.abs() < 0.02, "mean {mean}");
+    assert_eq!(before, logits(&model), "ΔW must still be zero at step 0");
+}
