@@ -330,7 +330,9 @@ fn a_sweep_gets_every_run_analysed_and_a_stability_table() {
             "spearman_rank",
             "jaccard_kept",
             "phi_1",
-            "phi_4"
+            "phi_4",
+            "phi_1_right",
+            "phi_4_right"
         ]
     );
     let seeds: Vec<&Vec<String>> = table.iter().filter(|r| r[0] == "seeds").collect();
@@ -346,6 +348,9 @@ fn a_sweep_gets_every_run_analysed_and_a_stability_table() {
     let phi1: f64 = lora[7].parse().unwrap();
     assert!((0.0..=1.0).contains(&phi1), "{lora:?}");
     assert_eq!(lora[8], "n/a", "φ(4, 4) needs rank 4: {lora:?}");
+    let phi1_right: f64 = lora[9].parse().unwrap();
+    assert!((0.0..=1.0).contains(&phi1_right), "{lora:?}");
+    assert_eq!(lora[10], "n/a", "{lora:?}");
     // LoRA r=2 and AdaLoRA →2 over the same 4 matrices end at the same total rank 8.
     let cross: Vec<_> = table.iter().filter(|r| r[0] == "lora-vs-adalora").collect();
     assert_eq!(cross.len(), 1, "{table:?}");

@@ -1,6 +1,7 @@
 //! Reliability of the `adalora` binary, on the tiny BERT fixture (`fixtures/model/tiny-bert`,
 //! 2 layers, hidden 48, 512-token vocabulary) so every run takes well under a second: kill -9
-//! at random moments then `--resume` equals an uninterrupted run; a full disk stops the run
+//! at random moments (some inside checkpoint writes) and SIGTERM/SIGINT/SIGUSR1 (stop at a
+//! step, status 75) then `--resume` equal an uninterrupted run; a full disk stops the run
 //! naming the file and keeps the last checkpoint; a second process on a run folder refuses;
 //! NaN stops with the step and resumes; the best checkpoint reproduces its metrics; a run
 //! whose model moved says what to pass.
@@ -105,7 +106,12 @@ fn assert_same_run(a: &Path, b: &Path) {
         "rank_pattern_history.jsonl",
         "predictions_dev.csv",
     ] {
-        assert_eq!(read(&a.join(f)), read(&b.join(f)), "{f} differs");
+        // The rank files are AdaLoRA's: a LoRA run has neither, in both folders.
+        let (fa, fb) = (a.join(f), b.join(f));
+        assert_eq!(fa.exists(), fb.exists(), "{f} in one run only");
+        if fa.exists() || f.ends_with(".csv") {
+            assert_eq!(read(&fa), read(&fb), "{f} differs");
+        }
     }
     let (sa, sb) = (json(&a.join("summary.json")), json(&b.join("summary.json")));
     for key in [
@@ -131,64 +137,172 @@ impl Lcg {
     }
 }
 
+/// The folders a run builds before swapping them in (checkpoint/, best/, adapter/).
+const BUILDING: [&str; 3] = [".checkpoint.tmp", ".best.tmp", ".adapter.tmp"];
+
+/// Start the run in `out`: resumed if it has begun, else fresh with `schedule`.
+fn start(out: &Path, schedule: &[&str]) -> std::process::Child {
+    let mut cmd = adalora();
+    if out.join("config.toml").exists() {
+        cmd.args([
+            "train",
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+            "--quiet",
+        ]);
+    } else {
+        cmd.args(tiny_args(out, schedule)).arg("--overwrite");
+    }
+    cmd.stderr(std::process::Stdio::null()).spawn().unwrap()
+}
+
+/// Panics once `deadline` has passed: a run that keeps failing early must not hang the suite.
+fn before(deadline: Instant, what: &str) {
+    assert!(
+        Instant::now() < deadline,
+        "{what}: still not done at the deadline"
+    );
+}
+
 #[test]
 fn kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run() {
+    use std::os::unix::process::ExitStatusExt;
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let full = dir.path().join("full");
     let started = Instant::now();
     ok(train(&full, SCHEDULE));
     let full_time = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs_f64(120.0 + 60.0 * full_time);
 
     let killed = dir.path().join("killed");
     let mut rng = Lcg(0x5eed);
     let (mut kills, mut in_checkpoint, mut series) = (0, 0, 0);
     const KILLS: usize = 12;
-    while kills < KILLS {
+    const IN_CHECKPOINT: usize = 3;
+    while kills < KILLS || in_checkpoint < IN_CHECKPOINT {
+        before(deadline, "kill -9 series");
         if killed.join("summary.json").exists() {
             // A series of kills ended in a finished run: it must equal the uninterrupted one.
             assert_same_run(&full, &killed);
             std::fs::remove_dir_all(&killed).unwrap();
             series += 1;
         }
-        let mut cmd = adalora();
-        if killed.join("config.toml").exists() {
-            cmd.args([
-                "train",
-                "--out",
-                killed.to_str().unwrap(),
-                "--resume",
-                "--quiet",
-            ]);
+        let mut child = start(&killed, SCHEDULE);
+        if kills < KILLS {
+            // Anywhere in a run, startup included (resumed runs are shorter than a full one).
+            std::thread::sleep(Duration::from_secs_f64(0.5 * full_time * rng.unit()));
         } else {
-            cmd.args(tiny_args(&killed, SCHEDULE)).arg("--overwrite");
-        }
-        let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
-        // Anywhere in a run, startup included (resumed runs are shorter than a full one).
-        std::thread::sleep(Duration::from_secs_f64(0.5 * full_time * rng.unit()));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-            // Killed while a folder (checkpoint/, best/, adapter/) was being built.
-            let building = [".checkpoint.tmp", ".best.tmp", ".adapter.tmp"];
-            if building.iter().any(|d| killed.join(d).exists()) {
-                in_checkpoint += 1;
+            // Chance did not land enough kills inside checkpoint writes: wait for one.
+            while child.try_wait().unwrap().is_none()
+                && !BUILDING.iter().any(|d| killed.join(d).exists())
+            {
+                std::thread::sleep(Duration::from_micros(200));
             }
         }
+        if child.try_wait().unwrap().is_none() {
+            let building = BUILDING.iter().any(|d| killed.join(d).exists());
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+            in_checkpoint += usize::from(building);
+        }
+        let status = child.wait().unwrap();
         assert!(
-            child.wait().unwrap().code() != Some(1),
-            "a run failed instead of finishing"
+            status.success() || status.signal() == Some(9),
+            "a run neither finished nor was killed: {status} (a failure or a panic)"
         );
     }
     if !killed.join("summary.json").exists() {
         ok(resume(&killed));
     }
     assert_same_run(&full, &killed);
+    assert!(
+        in_checkpoint >= IN_CHECKPOINT,
+        "{in_checkpoint} kills inside checkpoint writes"
+    );
     eprintln!(
         "kill points tried: {kills} in {} series ({in_checkpoint} while a checkpoint or adapter \
          folder was being written)",
         series + 1
     );
+}
+
+/// The step of a run's checkpoint.
+fn checkpoint_step(run: &Path) -> u64 {
+    json(&run.join("checkpoint/state.json"))["step"]
+        .as_u64()
+        .expect("state.json has a step")
+}
+
+/// SIGTERM, SIGINT and SIGUSR1 at random moments, several per run: each stops the run after its
+/// current step with a checkpoint of exactly that step, `interrupted.json` and exit status 75;
+/// `--resume` then ends in the same files as an uninterrupted run, bit for bit.
+fn signals_at_random_moments_then_resume_equals_an_uninterrupted_run(method: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let schedule: Vec<&str> = SCHEDULE.iter().chain(method).copied().collect();
+    let full = dir.path().join("full");
+    let started = Instant::now();
+    ok(train(&full, &schedule));
+    let full_time = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs_f64(120.0 + 60.0 * full_time);
+
+    let stopped = dir.path().join("stopped");
+    let mut rng = Lcg(0x516e);
+    let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1];
+    let (mut sent, mut landed) = (0, 0);
+    while landed < 6 || !stopped.join("summary.json").exists() {
+        before(deadline, "signal series");
+        if stopped.join("summary.json").exists() {
+            assert_same_run(&full, &stopped);
+            std::fs::remove_dir_all(&stopped).unwrap();
+        }
+        let mut child = start(&stopped, &schedule);
+        // After startup (the handlers are installed first thing), anywhere in the run.
+        std::thread::sleep(Duration::from_secs_f64(
+            full_time * (0.2 + 0.5 * rng.unit()),
+        ));
+        if child.try_wait().unwrap().is_none() {
+            let signal = signals[sent % signals.len()];
+            // SAFETY: signals our own child process.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            sent += 1;
+        }
+        let status = child.wait().unwrap();
+        match status.code() {
+            Some(0) => {}
+            Some(75) => {
+                landed += 1;
+                let note = json(&stopped.join("interrupted.json"));
+                assert_eq!(
+                    note["step"].as_u64(),
+                    Some(checkpoint_step(&stopped)),
+                    "{note}"
+                );
+                assert!(
+                    ["SIGTERM", "SIGINT", "SIGUSR1"].contains(&note["signal"].as_str().unwrap()),
+                    "{note}"
+                );
+            }
+            _ => panic!(
+                "a signalled run must finish or stop with status 75: {status} (signal {:?})",
+                status.signal()
+            ),
+        }
+    }
+    assert!(
+        !stopped.join("interrupted.json").exists(),
+        "a finished run is not interrupted"
+    );
+    assert_same_run(&full, &stopped);
+    eprintln!("signals sent: {sent}, {landed} stopped a run at a step");
+}
+
+#[test]
+fn signals_stop_an_adalora_run_at_a_step_and_resume_bit_for_bit() {
+    signals_at_random_moments_then_resume_equals_an_uninterrupted_run(&[]);
 }
 
 #[test]
@@ -587,4 +701,62 @@ fn lora_trains_with_the_per_module_ranks_of_a_rank_pattern_file() {
         "{err}"
     );
     assert!(!tmp.path().join("mismatch/adapter").exists());
+}
+
+#[test]
+fn labels_with_commas_quotes_newlines_and_accents_round_trip_through_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = ["pos, really", "say \"no\"", "two\nlines", "négatif ✓"];
+    let mut w = csv::Writer::from_path(dir.path().join("odd.csv")).unwrap();
+    w.write_record(["text", "label"]).unwrap();
+    for i in 0..48 {
+        let label = labels[i % labels.len()];
+        w.write_record([format!("sentence {i} about {}", i % 7).as_str(), label])
+            .unwrap();
+    }
+    w.flush().unwrap();
+    let data = dir.path().join("odd.csv");
+    let out = dir.path().join("r");
+    let task = format!("csv:{}", data.display());
+    ok(train(
+        &out,
+        &[
+            "--task",
+            &task,
+            "--max-steps",
+            "3",
+            "--method",
+            "lora",
+            "--r",
+            "2",
+        ],
+    ));
+    let predictions = dir.path().join("p.csv");
+    ok(run(&[
+        "predict",
+        "--run",
+        out.to_str().unwrap(),
+        "--output",
+        predictions.to_str().unwrap(),
+    ]));
+    for file in [predictions, out.join("predictions_dev.csv")] {
+        let mut r = csv::Reader::from_path(&file).unwrap();
+        let header = r.headers().unwrap().clone();
+        assert_eq!(
+            header.iter().take(2).collect::<Vec<_>>(),
+            ["index", "prediction"]
+        );
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert!(!rows.is_empty(), "{}", file.display());
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.len(), header.len(), "{} row {i}", file.display());
+            assert_eq!(row[0].parse::<usize>().unwrap(), i);
+            assert!(
+                labels.contains(&&row[1]),
+                "{} row {i}: {:?}",
+                file.display(),
+                &row[1]
+            );
+        }
+    }
 }

@@ -145,11 +145,14 @@ pub fn run_dir(sweep: &Path, row: &serde_json::Value) -> PathBuf {
 
 /// Steps of the training rows of a run's metrics.csv, in file order.
 pub fn train_steps(run: &Path) -> Vec<usize> {
-    read(&run.join("metrics.csv"))
-        .lines()
-        .skip(1)
-        .filter(|l| l.split(',').nth(2) == Some("train"))
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+    let path = run.join("metrics.csv");
+    let mut reader =
+        csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    reader
+        .records()
+        .map(|r| r.unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|r| &r[2] == "train")
+        .map(|r| r[0].parse().unwrap())
         .collect()
 }
 

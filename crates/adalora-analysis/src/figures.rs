@@ -82,6 +82,7 @@ pub fn run_figures(analyzed: &[Analyzed], title: &str, dir: &Path) -> anyhow::Re
             x_desc: "index i",
             y_desc: "σ_i",
             series: &series,
+            integer_x: true,
             ..Default::default()
         };
         files.extend(save(&plot, &dir.join(format!("spectra_{module}.png")))?);

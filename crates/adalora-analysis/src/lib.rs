@@ -19,6 +19,7 @@ pub use load::{load_matrices, Matrix};
 
 /// Load and decompose every adapted matrix of `src`.
 pub fn analyze_source(src: &Source) -> anyhow::Result<Vec<Analyzed>> {
+    adalora_train::init::single_threaded_blas();
     load_matrices(src)?.into_iter().map(Analyzed::new).collect()
 }
 

@@ -20,13 +20,9 @@ fn layer_cell(a: &Analyzed) -> String {
     a.matrix.layer.map_or_else(String::new, |l| l.to_string())
 }
 
-fn writer(path: &Path) -> anyhow::Result<csv::Writer<std::fs::File>> {
-    csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))
-}
-
 /// `spectra.csv`: one row per singular value (none for a rank-0 matrix).
 pub fn write_spectra(analyzed: &[Analyzed], path: &Path) -> anyhow::Result<()> {
-    let mut w = writer(path)?;
+    let mut w = adalora_fs::csv_writer();
     w.write_record(["layer", "module", "index", "singular_value"])?;
     for a in analyzed {
         for (i, s) in a.singular_values().iter().enumerate() {
@@ -38,12 +34,12 @@ pub fn write_spectra(analyzed: &[Analyzed], path: &Path) -> anyhow::Result<()> {
             ])?;
         }
     }
-    Ok(w.flush()?)
+    Ok(adalora_fs::finish_csv(path, w)?)
 }
 
 /// `summary.csv`: rank, stable and effective rank, top-k energy, ‖ΔW‖_F/‖W0‖_F per matrix.
 pub fn write_summary(analyzed: &[Analyzed], path: &Path) -> anyhow::Result<()> {
-    let mut w = writer(path)?;
+    let mut w = adalora_fs::csv_writer();
     let mut header = vec!["layer".to_string(), "module".into(), "rank".into()];
     header.extend(["stable_rank".into(), "effective_rank".into()]);
     header.extend(ENERGY_KS.map(|k| format!("energy_top{k}")));
@@ -57,12 +53,12 @@ pub fn write_summary(analyzed: &[Analyzed], path: &Path) -> anyhow::Result<()> {
         row.push(s.rel_norm.to_string());
         w.write_record(&row)?;
     }
-    Ok(w.flush()?)
+    Ok(adalora_fs::finish_csv(path, w)?)
 }
 
 /// `amplification.csv` (LoRA paper Table 7); a rank-0 matrix gets a row of "n/a".
 pub fn write_amplification(analyzed: &[Analyzed], seed: u64, path: &Path) -> anyhow::Result<()> {
-    let mut w = writer(path)?;
+    let mut w = adalora_fs::csv_writer();
     w.write_record([
         "layer",
         "module",
@@ -98,7 +94,7 @@ pub fn write_amplification(analyzed: &[Analyzed], seed: u64, path: &Path) -> any
         }
         w.write_record(&row)?;
     }
-    Ok(w.flush()?)
+    Ok(adalora_fs::finish_csv(path, w)?)
 }
 
 /// Pair the matrices of two adapters by module path; both must adapt the same matrices of
@@ -132,7 +128,7 @@ pub fn write_similarity(
     seed: u64,
     path: &Path,
 ) -> anyhow::Result<Vec<Vec<PhiCell>>> {
-    let mut w = writer(path)?;
+    let mut w = adalora_fs::csv_writer();
     w.write_record([
         "layer",
         "module",
@@ -168,7 +164,7 @@ pub fn write_similarity(
         }
         grids.push(cells);
     }
-    w.flush()?;
+    adalora_fs::finish_csv(path, w)?;
     Ok(grids)
 }
 

@@ -6,13 +6,16 @@
 //! (method @ budget plus the varying settings), task and learning rate. Per pair of seeds of a
 //! cell: the Spearman correlation of the per-matrix final ranks, the Jaccard overlap of the
 //! matrices that kept at least one triplet, and the mean φ(k, k) of the left singular vectors
-//! for k = 1 and 4 — and the same between a LoRA and an AdaLoRA cell of one task, for runs of
-//! the same seed at equal final budget (total rank).
+//! for k = 1 and 4 (left and right singular vectors) — and the same between a LoRA and an
+//! AdaLoRA cell of one task, for runs of the same seed at equal final budget (total rank), and
+//! between two cells of one method and task at different budgets (the LoRA paper's r = 8
+//! against r = 64), again for runs of the same seed.
 
 use std::path::{Path, PathBuf};
 
 use adalora_study::report::{write_report, Entry, Format, Study, ANALYSIS_SECTION};
 use adalora_study::SweepDir;
+use adalora_train::config::DeviceKind;
 use adalora_train::ops::Source;
 use adalora_train::Method;
 use anyhow::{bail, Context};
@@ -34,6 +37,9 @@ struct Kept {
     rank: usize,
     /// Left singular vectors of ΔW, `[d_out, rank]`.
     u: Array2<f64>,
+    /// Right singular vectors of ΔW, `[d_in, rank]` (the input-side subspace: the row space of
+    /// LoRA's A, which the LoRA paper's §7.2 compares).
+    v: Array2<f64>,
 }
 
 /// One analysed run of the sweep.
@@ -42,6 +48,7 @@ struct RunSubspaces {
     task: String,
     method: Method,
     seed: u64,
+    lr: f64,
     budget: Option<usize>,
     matrices: Vec<Kept>,
 }
@@ -52,17 +59,21 @@ struct RunSubspaces {
 pub struct PairStats {
     pub spearman: Option<f64>,
     pub jaccard: Option<f64>,
+    /// Mean φ(k, k) over the common matrices for k in [`PHI_KS`], left singular vectors.
     pub phi: [Option<f64>; 2],
+    /// The same for the right singular vectors.
+    pub phi_right: [Option<f64>; 2],
 }
 
 /// A row of `stability.csv`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StabilityRow {
-    /// `seeds` (pairs of seeds of one cell) or `lora-vs-adalora`.
+    /// `seeds` (pairs of seeds of one cell), `lora-vs-adalora` or `ranks` (one method at two
+    /// budgets).
     pub kind: &'static str,
     pub task: String,
     pub cell: String,
-    /// The AdaLoRA cell of a `lora-vs-adalora` row; empty for `seeds`.
+    /// The second cell of a `lora-vs-adalora` or `ranks` row; empty for `seeds`.
     pub other: String,
     pub pairs: usize,
     /// Means over the pairs where each is defined.
@@ -129,7 +140,7 @@ fn analyze_entry(e: &Entry, seed: u64, out: &Path) -> anyhow::Result<(PathBuf, R
         .file_name()
         .map_or_else(|| e.row.label.clone(), |n| n.to_string_lossy().into_owned());
     // The analysis is host-side linear algebra: a GPU run is read on the CPU.
-    let src = Source::from_run(&e.run.dir, false, None, &["device=\"cpu\"".to_string()])?;
+    let src = Source::from_run(&e.run.dir, false, None, &[DeviceKind::Cpu.setting()])?;
     let analyzed =
         analyze_source(&src).with_context(|| format!("analysing {}", e.run.dir.display()))?;
     let title = format!(
@@ -144,6 +155,7 @@ fn analyze_entry(e: &Entry, seed: u64, out: &Path) -> anyhow::Result<(PathBuf, R
             path: a.matrix.path,
             rank: a.matrix.rank,
             u: a.svd.u,
+            v: a.svd.vt.reversed_axes(),
         })
         .collect();
     let subspaces = RunSubspaces {
@@ -151,6 +163,7 @@ fn analyze_entry(e: &Entry, seed: u64, out: &Path) -> anyhow::Result<(PathBuf, R
         task: e.run.summary.task.clone(),
         method: e.run.config.method,
         seed: e.run.config.seed,
+        lr: e.run.config.lr(),
         budget: e.run.summary.final_total_rank,
         matrices,
     };
@@ -167,17 +180,18 @@ fn pair_stats(a: &RunSubspaces, b: &RunSubspaces) -> PairStats {
     let ranks = |pick: fn(&(&Kept, &Kept)) -> usize| -> Vec<f64> {
         common.iter().map(|p| pick(p) as f64).collect()
     };
-    let phi_at = |k: usize| {
+    let phi_at = |side: fn(&Kept) -> &Array2<f64>, k: usize| {
         let values: Vec<f64> = common
             .iter()
-            .filter_map(|(x, y)| phi(x.u.view(), y.u.view(), k, k))
+            .filter_map(|(x, y)| phi(side(x).view(), side(y).view(), k, k))
             .collect();
         mean(&values)
     };
     PairStats {
         spearman: spearman(&ranks(|p| p.0.rank), &ranks(|p| p.1.rank)),
         jaccard: jaccard(common.iter().map(|(x, y)| (x.rank > 0, y.rank > 0))),
-        phi: PHI_KS.map(phi_at),
+        phi: PHI_KS.map(|k| phi_at(|m| &m.u, k)),
+        phi_right: PHI_KS.map(|k| phi_at(|m| &m.v, k)),
     }
 }
 
@@ -238,6 +252,7 @@ fn mean_stats(pairs: &[PairStats]) -> PairStats {
         spearman: over(&|p| p.spearman),
         jaccard: over(&|p| p.jaccard),
         phi: [over(&|p| p.phi[0]), over(&|p| p.phi[1])],
+        phi_right: [over(&|p| p.phi_right[0]), over(&|p| p.phi_right[1])],
     }
 }
 
@@ -253,14 +268,24 @@ fn cells(runs: &[RunSubspaces]) -> Vec<(&str, Vec<&RunSubspaces>)> {
     out
 }
 
-/// Seed pairs within each cell, then LoRA × AdaLoRA cells of one task at equal budget.
+/// Seed pairs within each cell, then LoRA × AdaLoRA cells of one task at equal budget, then
+/// pairs of cells of one method and task at different budgets.
 fn stability_rows(runs: &[RunSubspaces]) -> Vec<StabilityRow> {
     let cells = cells(runs);
     let mut rows: Vec<StabilityRow> = cells.iter().map(|(c, r)| seed_row(c, r)).collect();
-    for (lc, lruns) in cells.iter().filter(|(_, r)| r[0].method == Method::Lora) {
-        for (ac, aruns) in cells.iter().filter(|(_, r)| r[0].method == Method::AdaLora) {
-            if let Some(row) = cross_row(lc, lruns, ac, aruns) {
-                rows.push(row);
+    let equal_budget =
+        |l: &RunSubspaces, a: &RunSubspaces| l.budget.is_some() && l.budget == a.budget;
+    for lora in cells.iter().filter(|(_, r)| r[0].method == Method::Lora) {
+        for ada in cells.iter().filter(|(_, r)| r[0].method == Method::AdaLora) {
+            rows.extend(paired_row("lora-vs-adalora", lora, ada, equal_budget));
+        }
+    }
+    // Same learning rate too: cells that also differ in it say nothing about the rank.
+    let other_budget = |x: &RunSubspaces, y: &RunSubspaces| x.budget != y.budget && x.lr == y.lr;
+    for (i, first) in cells.iter().enumerate() {
+        for second in cells.iter().skip(i + 1) {
+            if first.1[0].method == second.1[0].method {
+                rows.extend(paired_row("ranks", first, second, other_budget));
             }
         }
     }
@@ -284,27 +309,27 @@ fn seed_row(cell: &str, runs: &[&RunSubspaces]) -> StabilityRow {
     }
 }
 
-/// A LoRA and an AdaLoRA cell of one task: runs of the same seed at the same final total
-/// rank. None when they share no such pair.
-fn cross_row(
-    lora: &str,
-    lruns: &[&RunSubspaces],
-    adalora: &str,
-    aruns: &[&RunSubspaces],
+/// Two cells compared run by run: the pairs of the same task and seed that `matches` accepts.
+/// None when they share no such pair.
+fn paired_row(
+    kind: &'static str,
+    (first, first_runs): &(&str, Vec<&RunSubspaces>),
+    (second, second_runs): &(&str, Vec<&RunSubspaces>),
+    matches: impl Fn(&RunSubspaces, &RunSubspaces) -> bool,
 ) -> Option<StabilityRow> {
     let mut pairs = Vec::new();
-    for l in lruns {
-        for a in aruns {
-            if l.task == a.task && l.seed == a.seed && l.budget.is_some() && l.budget == a.budget {
-                pairs.push(pair_stats(l, a));
+    for x in first_runs {
+        for y in second_runs {
+            if x.task == y.task && x.seed == y.seed && matches(x, y) {
+                pairs.push(pair_stats(x, y));
             }
         }
     }
     (!pairs.is_empty()).then(|| StabilityRow {
-        kind: "lora-vs-adalora",
-        task: lruns[0].task.clone(),
-        cell: lora.to_string(),
-        other: adalora.to_string(),
+        kind,
+        task: first_runs[0].task.clone(),
+        cell: first.to_string(),
+        other: second.to_string(),
         pairs: pairs.len(),
         mean: mean_stats(&pairs),
     })
@@ -317,8 +342,7 @@ fn write_stability(
     sweep: &Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let csv_path = sweep.join("analysis").join(STABILITY_CSV);
-    let mut w = csv::Writer::from_path(&csv_path)
-        .with_context(|| format!("creating {}", csv_path.display()))?;
+    let mut w = adalora_fs::csv_writer();
     w.write_record([
         "kind",
         "task",
@@ -329,6 +353,8 @@ fn write_stability(
         "jaccard_kept",
         "phi_1",
         "phi_4",
+        "phi_1_right",
+        "phi_4_right",
     ])?;
     for r in rows {
         w.write_record(
@@ -343,19 +369,20 @@ fn write_stability(
             .chain(numbers(&r.mean)),
         )?;
     }
-    w.flush()?;
+    adalora_fs::finish_csv(&csv_path, w)?;
     let md_path = sweep.join(ANALYSIS_SECTION);
-    std::fs::write(&md_path, markdown(rows, name))
-        .with_context(|| format!("writing {}", md_path.display()))?;
+    adalora_fs::write(&md_path, markdown(rows, name).as_bytes())?;
     Ok(vec![csv_path, md_path])
 }
 
-fn numbers(s: &PairStats) -> [String; 4] {
+fn numbers(s: &PairStats) -> [String; 6] {
     [
         cell(s.spearman),
         cell(s.jaccard),
         cell(s.phi[0]),
         cell(s.phi[1]),
+        cell(s.phi_right[0]),
+        cell(s.phi_right[1]),
     ]
 }
 
@@ -366,16 +393,19 @@ pub fn markdown(rows: &[StabilityRow], name: &str) -> String {
          Written by `adalora analyze`. Per cell (same settings except the seed), the mean over \
          pairs of seeds of: Spearman ρ of the per-matrix final ranks, Jaccard overlap of the \
          matrices that kept ≥ 1 triplet, and the mean over matrices of φ(k, k) between the \
-         top-k left singular vectors of the two ΔW (LoRA paper §7.2; 1 = same subspace). \
-         `lora-vs-adalora` rows pair a LoRA and an AdaLoRA run of the same task and seed at \
-         equal final total rank. n/a: undefined (one seed, equal LoRA ranks, rank < k).\n\n\
-         | comparison | task | cell | against | pairs | Spearman ρ | Jaccard | φ(1,1) | φ(4,4) |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|\n"
+         top-k left (output-side) and right (input-side) singular vectors of the two ΔW (LoRA \
+         paper §7.2; 1 = same subspace, a random pair of k-dimensional subspaces of ℝ^d gives \
+         about k/d). `lora-vs-adalora` rows pair a LoRA and an AdaLoRA run of the same task and \
+         seed at equal final total rank; `ranks` rows one method's runs of the same task and \
+         seed at two budgets. n/a: undefined (one seed, equal LoRA ranks, rank < k).\n\n\
+         | comparison | task | cell | against | pairs | Spearman ρ | Jaccard | φ(1,1) left | \
+         φ(4,4) left | φ(1,1) right | φ(4,4) right |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in rows {
-        let [s, j, p1, p4] = numbers(&r.mean).map(|v| short(&v));
+        let [s, j, p1, p4, q1, q4] = numbers(&r.mean).map(|v| short(&v));
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {s} | {j} | {p1} | {p4} |\n",
+            "| {} | {} | {} | {} | {} | {s} | {j} | {p1} | {p4} | {q1} | {q4} |\n",
             r.kind, r.task, r.cell, r.other, r.pairs
         ));
     }
@@ -399,6 +429,55 @@ mod tests {
         assert!((rho - 0.9486832980505138).abs() < 1e-12, "{rho}");
         assert_eq!(spearman(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]), None);
         assert_eq!(spearman(&[3.0, 2.0, 1.0], &[1.0, 2.0, 3.0]), Some(-1.0));
+    }
+
+    /// A run over one matrix whose ΔW spans the first `rank` axes (left and right).
+    fn run(cell: &str, method: Method, seed: u64, rank: usize) -> RunSubspaces {
+        let axes =
+            |n: usize| Array2::from_shape_fn((n, rank), |(i, j)| f64::from(u8::from(i == j)));
+        RunSubspaces {
+            cell: cell.into(),
+            task: "t".into(),
+            method,
+            seed,
+            lr: 1e-3,
+            budget: Some(rank),
+            matrices: vec![Kept {
+                path: "m".into(),
+                rank,
+                u: axes(6),
+                v: axes(5),
+            }],
+        }
+    }
+
+    #[test]
+    fn rows_pair_seeds_methods_at_equal_budget_and_ranks_of_one_method() {
+        let runs = [
+            run("LoRA r=2", Method::Lora, 1, 2),
+            run("LoRA r=2", Method::Lora, 2, 2),
+            run("LoRA r=4", Method::Lora, 1, 4),
+            run("AdaLoRA 3→2", Method::AdaLora, 1, 2),
+        ];
+        let rows = stability_rows(&runs);
+        let kinds: Vec<(&str, &str, &str, usize)> = rows
+            .iter()
+            .map(|r| (r.kind, r.cell.as_str(), r.other.as_str(), r.pairs))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("seeds", "LoRA r=2", "", 1),
+                ("seeds", "LoRA r=4", "", 0),
+                ("seeds", "AdaLoRA 3→2", "", 0),
+                ("lora-vs-adalora", "LoRA r=2", "AdaLoRA 3→2", 1),
+                ("ranks", "LoRA r=2", "LoRA r=4", 1),
+            ]
+        );
+        // Nested subspaces: the top direction is shared on both sides; φ(4,4) needs rank 4.
+        let ranks = &rows[4].mean;
+        assert_eq!(ranks.phi, [Some(1.0), None]);
+        assert_eq!(ranks.phi_right, [Some(1.0), None]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use adalora_analysis::sweep::analyze_sweep;
 use adalora_analysis::{analyze_source, write_analysis, Analyzed};
 use adalora_study::manifest::MANIFEST_FILE;
+use adalora_train::config::DeviceKind;
 use adalora_train::ops::Source;
 use adalora_train::RunConfig;
 use anyhow::{bail, Context};
@@ -123,7 +124,7 @@ fn run_source(run: &Path, model: Option<&Path>) -> anyhow::Result<Source> {
     if !run.is_dir() {
         bail!("{}: no such run folder", run.display());
     }
-    Source::from_run(run, false, model, &["device=\"cpu\"".to_string()])
+    Source::from_run(run, false, model, &[DeviceKind::Cpu.setting()])
 }
 
 /// A PEFT adapter folder over `model` (default: the fetched MiniLM).

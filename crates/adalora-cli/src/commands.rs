@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use adalora_train::config::DeviceKind;
+use adalora_train::config::{DeviceKind, Setting};
 use adalora_train::encode::{encode_file, EncodeOptions, Pooling};
 use adalora_train::ops::{self, Source};
 use adalora_train::{RunConfig, TrainOptions};
@@ -120,90 +120,86 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// Flags as `key=value` overrides, applied after the config file and before --set;
-    /// `--alpha` goes to `alpha_key` when given.
-    fn overrides(&self, alpha_key: Option<&str>) -> anyhow::Result<Vec<String>> {
+    /// Flags as settings, applied after the config file and before --set; `--alpha` goes to
+    /// `alpha_key` when given. Typed flags become TOML values directly (no text round trip).
+    fn overrides(&self, alpha_key: Option<&str>) -> anyhow::Result<Vec<Setting>> {
         let method = self
             .method
             .as_deref()
             .map(adalora_train::Method::parse)
             .transpose()?;
-        let q = |s: &str| format!("{s:?}");
+        let text = |s: &str| toml::Value::String(s.to_string());
+        let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
+        let count = |v: usize| toml::Value::Integer(v as i64);
         let mut o = Vec::new();
-        let mut push = |k: &str, v: Option<String>| {
+        let mut push = |k: &str, v: Option<toml::Value>| {
             if let Some(v) = v {
-                o.push(format!("{k}={v}"));
+                o.push(Setting::new(k, v));
             }
         };
-        push("task", self.task.as_deref().map(q));
-        push("method", method.map(|m| q(m.name())));
-        push(
-            "model",
-            self.model.as_ref().map(|p| q(&p.display().to_string())),
-        );
-        push(
-            "glue_dir",
-            self.glue_dir.as_ref().map(|p| q(&p.display().to_string())),
-        );
-        push("device", self.device.as_deref().map(q));
-        push("seed", self.seed.map(|v| v.to_string()));
-        push("quantize", self.quantize.as_deref().map(q));
-        push(
-            "quant_block_size",
-            self.quant_block_size.map(|v| v.to_string()),
-        );
-        push("double_quant", self.double_quant.then(|| "true".into()));
-        push("compute_dtype", self.compute_dtype.as_deref().map(q));
-        push("train.lr", self.lr.map(|v| format!("{v:?}")));
-        push("train.epochs", self.epochs.map(|v| v.to_string()));
-        push("train.max_steps", self.max_steps.map(|v| v.to_string()));
-        push("train.batch_size", self.batch_size.map(|v| v.to_string()));
-        push("train.max_seq_len", self.max_seq_len.map(|v| v.to_string()));
-        push("train.eval_every", self.eval_every.map(|v| v.to_string()));
+        push("task", self.task.as_deref().map(text));
+        push("method", method.map(|m| text(m.name())));
+        push("model", self.model.as_ref().map(path));
+        push("glue_dir", self.glue_dir.as_ref().map(path));
+        push("device", self.device.as_deref().map(text));
+        push("seed", self.seed.map(|v| toml::Value::Integer(v as i64)));
+        push("quantize", self.quantize.as_deref().map(text));
+        push("quant_block_size", self.quant_block_size.map(count));
+        push("double_quant", self.double_quant.then_some(true.into()));
+        push("compute_dtype", self.compute_dtype.as_deref().map(text));
+        push("train.lr", self.lr.map(toml::Value::Float));
+        push("train.epochs", self.epochs.map(count));
+        push("train.max_steps", self.max_steps.map(count));
+        push("train.batch_size", self.batch_size.map(count));
+        push("train.max_seq_len", self.max_seq_len.map(count));
+        push("train.eval_every", self.eval_every.map(count));
         push(
             "train.max_train_examples",
-            self.max_train_examples.map(|v| v.to_string()),
+            self.max_train_examples.map(count),
         );
-        push(
-            "train.max_eval_examples",
-            self.max_eval_examples.map(|v| v.to_string()),
-        );
+        push("train.max_eval_examples", self.max_eval_examples.map(count));
         push(
             "train.skip_bad_rows",
-            self.skip_bad_rows.then(|| "true".into()),
+            self.skip_bad_rows.then_some(true.into()),
         );
-        push("lora.r", self.r.map(|v| v.to_string()));
+        push("lora.r", self.r.map(count));
         push(
             "lora.rank_pattern_file",
-            self.rank_pattern
-                .as_ref()
-                .map(|p| q(&p.display().to_string())),
+            self.rank_pattern.as_ref().map(path),
         );
         if let Some(key) = alpha_key {
-            push(key, self.alpha.map(|v| format!("{v:?}")));
+            push(key, self.alpha.map(toml::Value::Float));
         }
-        push("adalora.init_r", self.init_r.map(|v| v.to_string()));
-        push("adalora.target_r", self.target_r.map(|v| v.to_string()));
+        push("adalora.init_r", self.init_r.map(count));
+        push("adalora.target_r", self.target_r.map(count));
         push(
             "adalora.target_total_rank",
-            self.target_total_rank.map(|v| v.to_string()),
+            self.target_total_rank.map(count),
         );
-        push("adalora.tinit", self.tinit.clone());
-        push("adalora.tfinal", self.tfinal.clone());
-        push("adalora.delta_t", self.delta_t.map(|v| v.to_string()));
+        push("adalora.delta_t", self.delta_t.map(count));
         push(
             "adalora.orth_reg_weight",
-            self.gamma.map(|v| format!("{v:?}")),
+            self.gamma.map(toml::Value::Float),
         );
-        push("target.modules", self.target_modules.as_deref().map(q));
+        push("target.modules", self.target_modules.as_deref().map(text));
         if let Some(layers) = &self.layers {
-            let parsed: Vec<String> = parse_layers(layers)?
-                .iter()
-                .map(|l| l.to_string())
-                .collect();
-            push("target.layers", Some(format!("[{}]", parsed.join(","))));
+            let parsed = parse_layers(layers)?.into_iter().map(count).collect();
+            push("target.layers", Some(toml::Value::Array(parsed)));
         }
-        o.extend(self.set.iter().cloned());
+        // A step count or a fraction of the run: the flag's text is read as TOML (30 or 0.2).
+        for (key, flag, v) in [
+            ("adalora.tinit", "--tinit", &self.tinit),
+            ("adalora.tfinal", "--tfinal", &self.tfinal),
+        ] {
+            if let Some(v) = v {
+                o.push(
+                    Setting::parse(&format!("{key}={v}")).with_context(|| format!("{flag} {v}"))?,
+                );
+            }
+        }
+        for s in &self.set {
+            o.push(Setting::parse(s).with_context(|| format!("--set {s}"))?);
+        }
         Ok(o)
     }
 }
@@ -231,7 +227,7 @@ fn parse_layers(s: &str) -> anyhow::Result<Vec<usize>> {
 /// The run configuration the flags describe. `--alpha` is α of the method in effect, wherever
 /// the method was chosen (`--method`, the `--config` file or `--set method=…`).
 fn run_config(args: &TrainArgs) -> anyhow::Result<RunConfig> {
-    let without_alpha = RunConfig::load(args.config.as_deref(), &args.overrides(None)?)?;
+    let without_alpha = RunConfig::load_settings(args.config.as_deref(), &args.overrides(None)?)?;
     if args.alpha.is_none() {
         return Ok(without_alpha);
     }
@@ -239,7 +235,7 @@ fn run_config(args: &TrainArgs) -> anyhow::Result<RunConfig> {
         adalora_train::Method::Lora => "lora.alpha",
         _ => "adalora.alpha",
     };
-    RunConfig::load(args.config.as_deref(), &args.overrides(Some(alpha_key))?)
+    RunConfig::load_settings(args.config.as_deref(), &args.overrides(Some(alpha_key))?)
 }
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
@@ -325,10 +321,10 @@ impl SourceArgs {
     fn resolve(&self) -> anyhow::Result<Source> {
         // Settings that replace the run's (or the defaults, for an adapter), applied before the
         // config is validated: a GPU run's `device = "cuda"` can be evaluated on a CPU build.
-        let mut settings: Vec<String> = self
+        let mut settings: Vec<Setting> = self
             .glue_dir
             .iter()
-            .map(|g| format!("glue_dir={:?}", g.display().to_string()))
+            .map(|g| Setting::new("glue_dir", g.display().to_string()))
             .collect();
         settings.extend(self.device.map(DeviceKind::setting));
         let mut src = match (&self.run, &self.adapter) {
@@ -336,9 +332,9 @@ impl SourceArgs {
                 Source::from_run(run, self.best, self.model.as_deref(), &settings)?
             }
             (None, Some(adapter)) => {
-                settings.push(format!("task={:?}", self.task.clone().unwrap_or_default()));
+                settings.push(Setting::new("task", self.task.clone().unwrap_or_default()));
                 Source {
-                    config: RunConfig::load(None, &settings)?,
+                    config: RunConfig::load_settings(None, &settings)?,
                     model_dir: adalora_train::resolve_model_dir(self.model.as_deref())?,
                     weights: adapter.clone(),
                     model_fingerprint: None,
@@ -481,5 +477,26 @@ mod tests {
         assert_eq!(cfg.lora.alpha, 5.0);
         let cfg = config_of(&["--out", "r", "--alpha", "2"]);
         assert_eq!(cfg.adalora.alpha, 2.0, "the default method is AdaLoRA");
+    }
+
+    #[test]
+    fn path_and_text_flags_reach_the_config_verbatim() {
+        // Characters Rust's `{:?}` quotes differently from TOML (escape, unicode, quote,
+        // backslash): a flag's text must arrive unchanged, not re-parsed.
+        let odd = "dir \u{1b} \"q\" back\\slash é\u{7f}";
+        let cfg = config_of(&["--out", "r", "--glue-dir", odd, "--task", odd]);
+        assert_eq!(cfg.glue_dir.as_deref(), Some(std::path::Path::new(odd)));
+        assert_eq!(cfg.task, odd);
+    }
+
+    #[test]
+    fn a_set_value_of_the_wrong_type_names_the_flag_and_the_type() {
+        let cli =
+            Cli::try_parse_from(["adalora", "--out", "r", "--set", "train.lr=1e-3x"]).unwrap();
+        let err = format!("{:#}", run_config(&cli.train).unwrap_err());
+        assert!(
+            err.contains("--set train.lr=1e-3x") && err.contains("f64"),
+            "{err}"
+        );
     }
 }

@@ -71,6 +71,12 @@ fn keep_freed_memory() {}
 fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Train(_) | Command::Sweep(_)) {
+        // SIGTERM / SIGINT / SIGUSR1: finish the step, checkpoint, exit INTERRUPTED_EXIT.
+        if let Err(e) = adalora_train::signals::install() {
+            eprintln!("warning: cannot catch stop signals ({e}); a signal will lose the current run's progress since its last checkpoint");
+        }
+    }
     let result = match cli.command {
         Command::Train(args) => commands::train(&args),
         Command::Eval(args) => commands::eval(&args),
@@ -86,6 +92,10 @@ fn main() {
         Command::Plot(args) => study::plot(&args),
     };
     if let Err(e) = result {
+        if adalora_train::signals::is_interrupted(&e) {
+            eprintln!("{e:#}");
+            std::process::exit(adalora_train::signals::INTERRUPTED_EXIT);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

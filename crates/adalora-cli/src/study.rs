@@ -75,6 +75,9 @@ struct SlurmArgs {
     /// At most this many runs at once (the array's %K throttle).
     #[arg(long)]
     max_parallel: Option<usize>,
+    /// Seconds of warning before Slurm kills a task (SIGUSR1: checkpoint and exit; default 120).
+    #[arg(long)]
+    signal_grace: Option<u32>,
 }
 
 impl SlurmArgs {
@@ -87,6 +90,7 @@ impl SlurmArgs {
             cpus_per_run: self.cpus_per_run,
             mem: self.mem.clone(),
             max_parallel: self.max_parallel,
+            signal_grace: self.signal_grace,
         }
     }
 }

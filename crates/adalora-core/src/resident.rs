@@ -28,6 +28,8 @@ struct State {
     /// One [`Uploaded`] per (backend type, device) seen, type-erased so the layer's record and
     /// generics stay as they are.
     uploaded: Vec<Box<dyn Any + Send>>,
+    /// Uploads done so far (see [`DeviceCodes::uploads`]).
+    uploads: usize,
 }
 
 impl fmt::Debug for DeviceCodes {
@@ -49,6 +51,12 @@ impl DeviceCodes {
     /// Whether `q` has a device path: the 4-bit kinds, whose 16-value code the card looks up.
     pub fn applies_to(q: &QuantizedMatrix) -> bool {
         q.config.kind.code().is_some()
+    }
+
+    /// How many times codes were uploaded: the cache is only observable this way, so tests can
+    /// check that repeated forwards reuse the codes (one upload per backend and device).
+    pub fn uploads(&self) -> usize {
+        self.lock().uploads
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -80,6 +88,7 @@ impl DeviceCodes {
                 None => {
                     let u = Uploaded::new(q, code, device);
                     state.uploaded.push(Box::new(u.clone()));
+                    state.uploads += 1;
                     u
                 }
             }

@@ -13,7 +13,7 @@
 use adalora_core::quant::{BlockScales, DYNAMIC_CODE, FP4_CODE, NF4_CODE};
 use adalora_core::{
     frozen_linear, to_f32_vec, AdaptedLinear, BaseLinear, ComputeDtype, LoraConfig, QuantConfig,
-    QuantType, QuantizedMatrix, SvdAdapterConfig,
+    QuantType, QuantizedLinear, QuantizedMatrix, SvdAdapterConfig,
 };
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -385,6 +385,20 @@ fn bf16_compute_dtype_is_refused_by_name_where_the_backend_has_no_bf16() {
     );
 }
 
+/// Uploaded once: two more calls give the first call's values bit for bit without a new upload.
+fn assert_reuses_the_upload<B: Backend>(
+    q: &QuantizedLinear<B>,
+    device: &B::Device,
+    first: &[f32],
+    what: &str,
+) {
+    for _ in 0..2 {
+        let again = q.device_codes.dequantize::<B>(&q.weight, device).unwrap();
+        assert_bits(&to_f32_vec(again), first, &format!("{what}, again"));
+    }
+    assert_eq!(q.device_codes.uploads(), 1, "{what}: codes uploaded once");
+}
+
 /// The device path (codes uploaded once, unpacked and scaled with tensor ops) gives the host
 /// path's values bit for bit, on both CPU backends, for both 4-bit codes with and without
 /// double quantization, including a matrix whose value count is not a multiple of eight.
@@ -409,14 +423,15 @@ fn device_codes_match_the_host_on<B: Backend>() {
                     q.device_codes.dequantize::<B>(&q.weight, &device).is_none(),
                     "off by default"
                 );
+                assert_eq!(q.device_codes.uploads(), 0, "nothing uploaded while off");
                 q.device_codes.enable();
                 let on_device = q.device_codes.dequantize::<B>(&q.weight, &device).unwrap();
                 let host = q.dequantized(&device);
                 let what = format!("{kind} d_in {d_in} block {block_size} dq {double_quant}");
                 assert_eq!(on_device.dims(), host.dims(), "{what}");
-                assert_bits(&to_f32_vec(on_device), &to_f32_vec(host), &what);
-                // Uploaded once: a second call reuses the same codes.
-                assert!(q.device_codes.dequantize::<B>(&q.weight, &device).is_some());
+                let on_device = to_f32_vec(on_device);
+                assert_bits(&on_device, &to_f32_vec(host), &what);
+                assert_reuses_the_upload(q, &device, &on_device, &what);
             }
         }
     }

@@ -563,8 +563,7 @@ impl Exporter {
     }
 }
 
-/// Write tensors as a safetensors file (F32), atomically: a temporary file in the same folder
-/// is written and then renamed over `path`.
+/// Write tensors as a safetensors file (F32), atomically (the project's file layer).
 pub fn write_safetensors(tensors: &[HfTensor], path: &Path) -> Result<(), ModelError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
@@ -583,24 +582,13 @@ pub fn write_safetensors(tensors: &[HfTensor], path: &Path) -> Result<(), ModelE
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    let tmp = temp_path(path);
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ModelError::Safetensors {
-            path: tmp.clone(),
-            message: e.to_string(),
-        }
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
-}
-
-/// `<dir>/.<name>.tmp-<pid>`: same folder (so the rename is atomic), hidden name.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    adalora_fs::replace_file(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(meta), tmp)
+    })
+    .map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }

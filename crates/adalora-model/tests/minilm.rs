@@ -12,6 +12,8 @@ use adalora_model::{
     HeadSource, ModelInput, SequenceClassifier, TargetSpec,
 };
 use common::*;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, BTreeSet};
 
 fn load_tokenizer(dir: &std::path::Path, max_len: usize) -> TextTokenizer {
     TextTokenizer::from_file(dir.join("tokenizer.json"), max_len).unwrap()
@@ -119,11 +121,12 @@ fn hidden_pooled_and_logits_match_transformers() {
     let fx = Fixture::open("minilm_reference.safetensors");
     let m = meta();
     let model = model_with_fixture_head(&fx, m.num_labels);
+    let hidden_size = Checkpoint::read().config_usize("hidden_size");
     let dev = Default::default();
     for name in ["single", "pair"] {
         let input = fx.input::<Cpu>(&format!("{name}."), &dev);
         let out = model.bert.forward(input.clone());
-        assert_eq!(out.last_hidden_state.dims()[2], 384);
+        assert_eq!(out.last_hidden_state.dims()[2], hidden_size);
         assert_close(
             &format!("{name} last_hidden_state"),
             &to_vec(out.last_hidden_state),
@@ -161,14 +164,14 @@ fn adapters_at_init_leave_outputs_exactly_unchanged() {
     ] {
         let model = model_with_fixture_head(&fx, m.num_labels);
         let (model, report) = apply_method(model, &method, &all, &dev).unwrap();
+        let is_adalora = method.method.name() == "adalora";
+        let dense_layers = Checkpoint::read().dense_layers().len();
         assert_eq!(
             model.svd_adapters().len(),
-            if method.method.name() == "adalora" {
-                37
-            } else {
-                0
-            }
+            if is_adalora { dense_layers } else { 0 },
+            "all-linear AdaLoRA adapts every dense layer of the checkpoint"
         );
+        assert_eq!(report.modules.len(), dense_layers, "{report}");
         assert!(
             report
                 .modules
@@ -186,48 +189,176 @@ fn adapters_at_init_leave_outputs_exactly_unchanged() {
     }
 }
 
+/// Parameter counts and module paths of a LoRA model must be those of the checkpoint on disk
+/// (read by `Checkpoint`, not by the library's loader) plus LoRA's and the head's own.
 #[test]
-fn lora_report_counts_match_hand_computation() {
+fn lora_report_counts_match_the_checkpoint() {
+    let ckpt = Checkpoint::read();
+    let (num_labels, r) = (2, 8);
     let dev = Default::default();
-    let (model, head) = load_for_classification::<Ad>(&real_model_dir(), 2, 42, &dev).unwrap();
+    let (model, head) =
+        load_for_classification::<Ad>(&real_model_dir(), num_labels, 42, &dev).unwrap();
     assert_eq!(head, HeadSource::Initialized { seed: 42 });
-    let base_params = 22_713_216; // all-MiniLM-L6-v2 BertModel incl. pooler
+    let lora_config = LoraConfig::new().with_r(r).with_alpha(16.0);
     let spec: TargetSpec = "query,value".parse().unwrap();
-    let (_, report) = apply_method(
-        model,
-        &MethodConfig::lora(LoraConfig::new().with_r(8).with_alpha(16.0)),
-        &spec,
-        &dev,
-    )
-    .unwrap();
-    let lora = 6 * 2 * 8 * (384 + 384);
-    assert_eq!(lora, 73_728);
-    let head = 384 * 2 + 2;
+    let (_, report) = apply_method(model, &MethodConfig::lora(lora_config), &spec, &dev).unwrap();
+
+    let targets = ckpt.dense_layers_named(&["attention.self.query", "attention.self.value"]);
+    let lora: usize = targets.iter().map(|t| ckpt.lora_params(t, r)).sum();
+    let head = ckpt.classifier_params(num_labels);
+    let all = ckpt.parameter_count() + lora + head;
+    assert_eq!(report.head_params, head, "head: hidden × labels + labels");
     assert_eq!(report.trainable_params, lora + head);
-    assert_eq!(report.head_params, head);
-    assert_eq!(report.all_params, base_params + lora + head);
-    let pct = 100.0 * (lora + head) as f64 / (base_params + lora + head) as f64;
     assert_eq!(
-        report.summary(),
-        format!("trainable params: 74,498 || all params: 22,787,714 || trainable%: {pct:.4}")
+        report.all_params, all,
+        "the checkpoint's parameters + LoRA + head"
     );
-    assert_eq!(
-        report.summary(),
-        "trainable params: 74,498 || all params: 22,787,714 || trainable%: 0.3269"
-    );
-    let adapted: Vec<_> = report
+    assert_eq!(report.summary(), peft_summary(lora + head, all));
+    assert_modules_match_checkpoint(&report, &ckpt, &targets, r);
+}
+
+/// Each adapted layer: rank `r`, `r · (in + out)` trainable, and the checkpoint's weight and
+/// bias frozen under it; every other dense layer is reported plain and frozen.
+fn assert_modules_match_checkpoint(
+    report: &adalora_model::ParamReport,
+    ckpt: &Checkpoint,
+    targets: &BTreeSet<String>,
+    r: usize,
+) {
+    let adapted: BTreeSet<String> = report
         .modules
         .iter()
-        .filter(|r| r.method == "lora")
+        .filter(|m| m.method == "lora")
+        .map(|m| m.path.clone())
         .collect();
-    assert_eq!(adapted.len(), 12);
-    assert!(adapted
-        .iter()
-        .all(|r| r.rank == 8 && r.trainable_params == 8 * 768));
-    assert_eq!(adapted[1].path, "encoder.layer.0.attention.self.value");
-    assert!(report
-        .table()
-        .contains("encoder.layer.5.attention.self.query"));
+    assert_eq!(&adapted, targets, "adapted layers");
+    assert_eq!(
+        report.modules.len(),
+        ckpt.dense_layers().len(),
+        "one row per dense layer"
+    );
+    for m in &report.modules {
+        let lora = if m.method == "lora" {
+            ckpt.lora_params(&m.path, r)
+        } else {
+            0
+        };
+        assert_eq!(m.rank, if lora > 0 { r } else { 0 }, "{} rank", m.path);
+        assert_eq!(m.trainable_params, lora, "{} trainable", m.path);
+        assert_eq!(
+            m.params,
+            ckpt.dense_params(&m.path) + lora,
+            "{} params",
+            m.path
+        );
+        assert!(
+            report.table().contains(&m.path),
+            "{} missing from the table",
+            m.path
+        );
+    }
+}
+
+/// peft's `print_trainable_parameters` line, written independently of the library's.
+fn peft_summary(trainable: usize, all: usize) -> String {
+    let pct = 100.0 * trainable as f64 / all as f64;
+    format!(
+        "trainable params: {} || all params: {} || trainable%: {pct:.4}",
+        grouped(trainable),
+        grouped(all)
+    )
+}
+
+/// `22713216` → `22,713,216`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string().into_bytes();
+    let groups: Vec<String> = digits
+        .rchunks(3)
+        .rev()
+        .map(|g| String::from_utf8(g.to_vec()).unwrap())
+        .collect();
+    groups.join(",")
+}
+
+/// The checkpoint as its files state it: config.json values and the safetensors header's
+/// tensor names, dtypes and shapes, read without the library, so that a wrong count or shape
+/// in the library's loader cannot also be in the expectation.
+struct Checkpoint {
+    config: serde_json::Value,
+    tensors: BTreeMap<String, (Dtype, Vec<usize>)>,
+}
+
+impl Checkpoint {
+    fn read() -> Self {
+        let dir = real_model_dir();
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, (view.dtype(), view.shape().to_vec())))
+            .collect();
+        Checkpoint {
+            config: serde_json::from_str(&config).unwrap(),
+            tensors,
+        }
+    }
+
+    fn config_usize(&self, key: &str) -> usize {
+        let value = self.config[key].as_u64();
+        value.unwrap_or_else(|| panic!("config.json has no integer {key}")) as usize
+    }
+
+    /// Float parameters only: `embeddings.position_ids` is an integer buffer, not a weight.
+    fn parameter_count(&self) -> usize {
+        let floats = self
+            .tensors
+            .values()
+            .filter(|(dtype, _)| *dtype == Dtype::F32);
+        floats
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum()
+    }
+
+    fn shape(&self, name: &str) -> &[usize] {
+        let found = self.tensors.get(name);
+        &found
+            .unwrap_or_else(|| panic!("checkpoint has no tensor {name}"))
+            .1
+    }
+
+    /// Paths of the dense (Linear) layers: every 2-D weight outside the embeddings.
+    fn dense_layers(&self) -> BTreeSet<String> {
+        let weights = self.tensors.iter().filter(|(name, (_, shape))| {
+            shape.len() == 2 && !name.starts_with("embeddings.") && name.ends_with(".weight")
+        });
+        let paths = weights.map(|(name, _)| name.trim_end_matches(".weight").to_string());
+        paths.collect()
+    }
+
+    fn dense_layers_named(&self, suffixes: &[&str]) -> BTreeSet<String> {
+        let mut layers = self.dense_layers();
+        layers.retain(|path| suffixes.iter().any(|s| path.ends_with(s)));
+        layers
+    }
+
+    /// Weight and bias of a dense layer.
+    fn dense_params(&self, path: &str) -> usize {
+        let weight: usize = self.shape(&format!("{path}.weight")).iter().product();
+        weight + self.shape(&format!("{path}.bias"))[0]
+    }
+
+    /// LoRA's A (`r × in`) and B (`out × r`) on a layer whose torch weight is `[out, in]`.
+    fn lora_params(&self, path: &str, r: usize) -> usize {
+        let shape = self.shape(&format!("{path}.weight"));
+        r * (shape[0] + shape[1])
+    }
+
+    /// A fresh classifier head: `hidden × labels` weight and `labels` bias.
+    fn classifier_params(&self, num_labels: usize) -> usize {
+        self.config_usize("hidden_size") * num_labels + num_labels
+    }
 }
 
 /// The trainer's path: adalora-data tokenization and batching → the seam's input tensors.

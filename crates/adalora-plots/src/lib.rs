@@ -48,26 +48,31 @@ pub trait Figure {
 pub fn save(figure: &impl Figure, path: &Path) -> Result<Vec<PathBuf>, PlotError> {
     let png = path.with_extension("png");
     let svg = path.with_extension("svg");
-    if let Some(dir) = png.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| draw_err(&png, e))?;
-    }
-    let tmp_png = png.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp_png, figure.size()).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(&png, e))?;
-        figure.draw(&root).map_err(|e| draw_err(&png, e))?;
-        root.present().map_err(|e| draw_err(&png, e))?;
-    }
-    std::fs::rename(&tmp_png, &png).map_err(|e| draw_err(&png, e))?;
-    let tmp_svg = svg.with_extension("tmp.svg");
-    {
-        let root = SVGBackend::new(&tmp_svg, figure.size()).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(&svg, e))?;
-        figure.draw(&root).map_err(|e| draw_err(&svg, e))?;
-        root.present().map_err(|e| draw_err(&svg, e))?;
-    }
-    std::fs::rename(&tmp_svg, &svg).map_err(|e| draw_err(&svg, e))?;
+    adalora_fs::replace_file(&png, |tmp| {
+        render(
+            figure,
+            BitMapBackend::new(tmp, figure.size()).into_drawing_area(),
+        )
+    })
+    .map_err(|e| draw_err(&png, e))?;
+    adalora_fs::replace_file(&svg, |tmp| {
+        render(
+            figure,
+            SVGBackend::new(tmp, figure.size()).into_drawing_area(),
+        )
+    })
+    .map_err(|e| draw_err(&svg, e))?;
     Ok(vec![png, svg])
+}
+
+/// Draw `figure` on a white `root` and flush it to its file.
+fn render<DB: DrawingBackend>(
+    figure: &impl Figure,
+    root: DrawingArea<DB, Shift>,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(err)?;
+    figure.draw(&root)?;
+    root.present().map_err(err)
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -908,6 +913,8 @@ pub struct LinePlot<'a> {
     pub dodge: f64,
     /// A log₂ x axis (budgets 1, 2, 4, 8, 16), ticks at powers of two. Needs x > 0.
     pub log2_x: bool,
+    /// x is a count or an index (singular value 1, 2, 3, …): tick labels only at integers.
+    pub integer_x: bool,
 }
 
 fn padded_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
@@ -1010,9 +1017,11 @@ impl LinePlot<'_> {
             builder.caption(c, (FONT, 17));
         }
         let mut chart = builder.build_cartesian_2d(x, y).map_err(err)?;
-        let log2 = self.log2_x;
+        let (log2, integer) = (self.log2_x, self.integer_x);
         let x_fmt = move |v: &f64| {
-            if !log2 {
+            if integer && (v - v.round()).abs() > 1e-6 {
+                String::new()
+            } else if !log2 {
                 tick(*v)
             } else if (v - v.round()).abs() < 1e-6 {
                 tick(2f64.powf(v.round()))
@@ -1727,6 +1736,7 @@ mod tests {
                 y_bounds: Some((0.0, 100.0)),
                 dodge: 0.015,
                 log2_x: true,
+                ..LinePlot::default()
             },
             &p,
         )

@@ -7,14 +7,16 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use adalora_train::io::RunDir;
 use adalora_train::provenance::Provenance;
+use adalora_train::signals::{self, Interrupted, StopRequested};
 use adalora_train::TrainOptions;
 use anyhow::{bail, Context};
 
-use crate::manifest::{Claim, Manifest, Row, Status, SweepDir};
+use crate::manifest::{unix_now, Claim, Manifest, Row, Status, SweepDir, HEARTBEAT_EVERY};
 use crate::spec::PlannedRun;
 
 /// Environment variables that size the BLAS / thread pools of a child process.
@@ -24,6 +26,9 @@ pub const THREAD_VARS: [&str; 4] = [
     "MKL_NUM_THREADS",
     "RAYON_NUM_THREADS",
 ];
+
+/// The executor note of a row's last stop on a signal (`SIGUSR1 after step 40 of 125`).
+pub const INTERRUPTED_KEY: &str = "interrupted";
 
 /// What happened to a claimed row.
 #[derive(Debug, PartialEq)]
@@ -36,6 +41,8 @@ pub enum Outcome {
     },
     /// Finished earlier; nothing was run.
     AlreadyDone,
+    /// Stopped on a signal with its checkpoint saved: pending again, resumed by the next run.
+    Interrupted(Interrupted),
 }
 
 /// Which rows an executor should start.
@@ -45,7 +52,7 @@ pub fn rows_to_run(m: &Manifest, retry_failed: bool) -> Vec<usize> {
         .filter(|r| match r.status {
             Status::Pending => true,
             // A row whose process died (kill -9, OOM) continues from its checkpoint.
-            Status::Running => r.claim.as_ref().is_none_or(Claim::is_dead_here),
+            Status::Running => r.claim.as_ref().is_none_or(Claim::is_abandoned),
             Status::Failed => retry_failed,
             Status::Done => false,
         })
@@ -65,16 +72,63 @@ pub fn run_index(sweep: &SweepDir, runs: &[PlannedRun], index: usize) -> anyhow:
         .find(|r| r.hash == row.hash)
         .with_context(|| format!("run #{index} ({}) is not in the sweep file", row.label))?;
     let started = Instant::now();
-    let result = train_row(sweep, &row, planned);
+    let result = {
+        let _beating = Heartbeat::start(sweep, index);
+        train_row(sweep, &row, planned)
+    };
     let wall = started.elapsed().as_secs_f64();
     let outcome = match result {
         Ok(()) => Outcome::Done { wall_seconds: wall },
-        Err(e) => Outcome::Failed {
-            error: format!("{e:#}"),
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<Interrupted>()) {
+            Some(stop) => Outcome::Interrupted(stop.clone()),
+            None => Outcome::Failed {
+                error: format!("{e:#}"),
+            },
         },
     };
     record(sweep, index, &outcome, wall, std::process::id())?;
     Ok(outcome)
+}
+
+/// Refreshes this process's claim on a row every [`HEARTBEAT_EVERY`] while it lives, so other
+/// nodes can tell a working claim from an abandoned one.
+struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(sweep: &SweepDir, index: usize) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let sweep = sweep.clone();
+        let pid = std::process::id();
+        let thread = std::thread::spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT_EVERY) {
+                let beat = sweep.update(|m| {
+                    if let Some(c) = m.rows[index].claim.as_mut().filter(|c| c.is_by(pid)) {
+                        c.heartbeat = Some(unix_now());
+                    }
+                    Ok(())
+                });
+                if let Err(e) = beat {
+                    eprintln!("run #{index}: could not refresh its claim: {e:#}");
+                }
+            }
+        });
+        Heartbeat {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Mark the row running under this process. `None` if it is already done.
@@ -89,8 +143,8 @@ fn claim(sweep: &SweepDir, index: usize) -> anyhow::Result<Option<Row>> {
             (Status::Done, _) => return Ok(None),
             // A requeued Slurm task may find its row claimed by its own earlier incarnation.
             (Status::Running, Some(c))
-                if !c.is_dead_here()
-                    && c.pid != std::process::id()
+                if !c.is_abandoned()
+                    && !c.is_by(std::process::id())
                     && !crate::slurm::is_own_task(row, |k| std::env::var(k).ok()) =>
             {
                 bail!(
@@ -150,7 +204,7 @@ pub fn record(
 ) -> anyhow::Result<()> {
     sweep.update(|m| {
         let row = &mut m.rows[index];
-        if row.claim.as_ref().is_some_and(|c| c.pid != pid) {
+        if row.claim.as_ref().is_some_and(|c| !c.is_by(pid)) {
             // Someone else claimed it meanwhile; their outcome counts.
             return Ok(());
         }
@@ -168,6 +222,17 @@ pub fn record(
             Outcome::Failed { error } => {
                 row.status = Status::Failed;
                 row.error = Some(error.clone());
+            }
+            Outcome::Interrupted(stop) => {
+                row.status = Status::Pending;
+                row.error = None;
+                row.executor.insert(
+                    INTERRUPTED_KEY.into(),
+                    format!(
+                        "{} after step {} of {}",
+                        stop.signal, stop.step, stop.total_steps
+                    ),
+                );
             }
         }
         Ok(())
@@ -248,7 +313,22 @@ impl Executor for LocalExecutor {
     fn execute(&self, job: &SweepJob, rows: &[usize]) -> anyhow::Result<()> {
         let mut queue: std::collections::VecDeque<usize> = rows.iter().copied().collect();
         let mut active: Vec<(usize, Child)> = Vec::new();
+        let mut stopping = None;
         while !queue.is_empty() || !active.is_empty() {
+            if let (None, Some(signal)) = (stopping, signals::requested()) {
+                // Start nothing more; the running children checkpoint and record themselves
+                // (a signal sent to this process alone is passed on to them).
+                stopping = Some(signal);
+                queue.clear();
+                eprintln!(
+                    "[{}] {signal}: stopping {} run(s) at their next step",
+                    clock(),
+                    active.len()
+                );
+                for (_, child) in &active {
+                    forward_stop(child);
+                }
+            }
             while active.len() < self.jobs {
                 let Some(index) = queue.pop_front() else {
                     break;
@@ -267,7 +347,24 @@ impl Executor for LocalExecutor {
             }
             active = still;
         }
-        Ok(())
+        match stopping {
+            Some(signal) => Err(StopRequested {
+                signal: signal.into(),
+                detail:
+                    "the runs in flight saved their checkpoints; run the sweep again to continue"
+                        .into(),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Ask a child run to stop at its next step (SIGTERM: it checkpoints and records itself).
+fn forward_stop(child: &Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: sends a signal to our own child process; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
     }
 }
 
@@ -280,7 +377,7 @@ fn finished(
 ) -> anyhow::Result<()> {
     let row = job.sweep.read()?.rows[index].clone();
     let orphaned =
-        row.status == Status::Running && row.claim.as_ref().is_some_and(|c| c.pid == pid);
+        row.status == Status::Running && row.claim.as_ref().is_some_and(|c| c.is_by(pid));
     if orphaned && status.code().is_none() {
         // Killed by a signal (Ctrl-C, kill, OOM killer): interrupted, not failed. The row
         // stays claimed by a dead process, so the next `adalora sweep` resumes it.
@@ -302,6 +399,11 @@ fn finished(
     let row = job.sweep.read()?.rows[index].clone();
     let detail = match (&row.status, &row.error) {
         (Status::Failed, Some(e)) => format!(": {}", e.lines().next().unwrap_or("")),
+        (Status::Pending, _) => row
+            .executor
+            .get(INTERRUPTED_KEY)
+            .map(|note| format!(": interrupted ({note}), resumes on the next sweep"))
+            .unwrap_or_default(),
         _ => String::new(),
     };
     eprintln!(

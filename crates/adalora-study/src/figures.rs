@@ -1032,6 +1032,7 @@ fn metric_vs_budget(
                 y_bounds,
                 dodge,
                 log2_x,
+                ..LinePlot::default()
             },
             &path,
         )?);
@@ -1048,6 +1049,7 @@ fn metric_vs_budget(
                 y_bounds,
                 dodge,
                 log2_x,
+                ..LinePlot::default()
             })
         })
         .collect();

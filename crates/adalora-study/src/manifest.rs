@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use adalora_train::io::{atomic_write_json, read_json};
 use adalora_train::provenance::Provenance;
@@ -20,6 +21,7 @@ use crate::spec::PlannedRun;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 const LOCK_FILE: &str = "manifest.lock";
+pub const BACKUP_FILE: &str = "manifest.json.bak";
 const FORMAT_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,12 @@ pub enum Status {
     Failed,
 }
 
+/// How often a claiming process refreshes its claim's heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+/// How old a heartbeat may get before its claim counts as abandoned: ten missed beats (the
+/// claiming node died, lost the shared folder, or the process is a zombie nobody reaps).
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+
 /// Which process holds a running row (to tell a live run from one whose process died).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
@@ -38,21 +46,42 @@ pub struct Claim {
     pub pid: u32,
     /// Seconds since the Unix epoch.
     pub since: u64,
+    /// When the claiming process last said it is working (seconds since the Unix epoch);
+    /// absent in claims written before heartbeats were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<u64>,
 }
 
 impl Claim {
     pub fn mine() -> Self {
+        let now = unix_now();
         Claim {
             host: host_name(),
             pid: std::process::id(),
-            since: unix_now(),
+            since: now,
+            heartbeat: Some(now),
         }
     }
 
-    /// Known dead: a process of this host that no longer exists. Claims from other hosts are
-    /// assumed alive (their executor, e.g. Slurm, knows better).
-    pub fn is_dead_here(&self) -> bool {
-        self.host == host_name() && !process_alive(self.pid)
+    /// Whether the claiming process may still be working on the row at `now`: on this host,
+    /// while the process exists and its heartbeat is fresh; on another host (a cluster node
+    /// sharing the folder), while its heartbeat is fresh. A claim without a heartbeat (older
+    /// manifests) is judged by the process alone here and assumed alive elsewhere.
+    pub fn is_live(&self, now: u64) -> bool {
+        let fresh = self
+            .heartbeat
+            .is_none_or(|beat| now.saturating_sub(beat) <= STALE_AFTER.as_secs());
+        fresh && (self.host != host_name() || process_alive(self.pid))
+    }
+
+    /// No process is working on the row any more: it can be claimed again and resumed.
+    pub fn is_abandoned(&self) -> bool {
+        !self.is_live(unix_now())
+    }
+
+    /// Made by process `pid` of this host.
+    pub fn is_by(&self, pid: u32) -> bool {
+        self.pid == pid && self.host == host_name()
     }
 }
 
@@ -129,8 +158,28 @@ impl SweepDir {
         self.manifest_path().exists()
     }
 
+    /// Where the manifest before the last change is kept (it parsed: a good one).
+    pub fn backup_path(&self) -> PathBuf {
+        self.root.join(BACKUP_FILE)
+    }
+
     pub fn read(&self) -> anyhow::Result<Manifest> {
-        let m: Manifest = read_json(&self.manifest_path())?;
+        let path = self.manifest_path();
+        let m: Manifest = read_json(&path).map_err(|e| {
+            let backup = self.backup_path();
+            if path.exists() && backup.exists() {
+                e.context(format!(
+                    "{} is damaged; nothing was changed. The manifest before its last change is \
+                     {}: check it and restore it with `cp {} {}`",
+                    path.display(),
+                    backup.display(),
+                    backup.display(),
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
         if m.version != FORMAT_VERSION {
             bail!(
                 "{}: manifest format version {} (this build reads {FORMAT_VERSION})",
@@ -148,8 +197,13 @@ impl SweepDir {
     ) -> anyhow::Result<T> {
         let _lock = self.lock()?;
         let mut m = self.read()?;
+        let before = m.clone();
         let out = change(&mut m)?;
-        atomic_write_json(&self.manifest_path(), &m)?;
+        if m != before {
+            // The good manifest it replaces stays as the backup.
+            atomic_write_json(&self.backup_path(), &before)?;
+            atomic_write_json(&self.manifest_path(), &m)?;
+        }
         Ok(out)
     }
 
@@ -180,8 +234,13 @@ impl SweepDir {
     ) -> anyhow::Result<Manifest> {
         let _lock = self.lock()?;
         let path = self.manifest_path();
-        let mut m = if path.exists() {
-            self.read()?
+        let existing = if path.exists() {
+            Some(self.read()?)
+        } else {
+            None
+        };
+        let mut m = if let Some(m) = existing.clone() {
+            m
         } else {
             Manifest {
                 version: FORMAT_VERSION,
@@ -237,30 +296,41 @@ impl SweepDir {
         m.report = report;
         m.provenance = provenance;
         if added || changed || !path.exists() {
+            if let Some(before) = &existing {
+                atomic_write_json(&self.backup_path(), before)?;
+            }
             atomic_write_json(&path, &m)?;
         }
         Ok(m)
     }
 }
 
-/// A process that exists and is not a zombie (a killed child whose parent died stays a zombie
-/// until something reaps it, which a container's init may never do).
+/// A process of this host with this id exists (`kill(pid, 0)`: delivers nothing, only checks;
+/// EPERM means it exists but belongs to someone else). A zombie still counts as existing; its
+/// heartbeat goes stale instead.
 fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| !matches!(state, 'Z' | 'X')),
-        Err(_) => false,
+    // 0 and ids beyond i32 would address process groups, not a process.
+    let Ok(id) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if id <= 0 {
+        return false;
     }
+    // SAFETY: kill with signal 0 has no effect beyond its return value and errno.
+    let rc = unsafe { libc::kill(id, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// This machine's host name (`gethostname`), as a cluster's nodes tell each other apart.
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "localhost".into())
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match (rc, std::str::from_utf8(&buf[..end])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_string(),
+        _ => std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+    }
 }
 
 pub fn unix_now() -> u64 {
@@ -317,6 +387,49 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_manifest_is_an_error_and_the_last_good_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sweep = SweepDir::new(dir.path().join("sw"));
+        let planned = runs("[sweep]\nseed = [1, 2]\n");
+        sweep
+            .sync("s", "s.toml", &ReportSettings::default(), &planned)
+            .unwrap();
+        sweep
+            .update(|m| {
+                m.rows[1].status = Status::Done;
+                Ok(())
+            })
+            .unwrap();
+        let good = std::fs::read(sweep.manifest_path()).unwrap();
+        sweep
+            .update(|m| {
+                m.rows[0].attempts = 7;
+                Ok(())
+            })
+            .unwrap();
+        // The backup is the manifest before the last change.
+        assert_eq!(std::fs::read(sweep.backup_path()).unwrap(), good);
+        let text = std::fs::read(sweep.manifest_path()).unwrap();
+        std::fs::write(sweep.manifest_path(), &text[..text.len() / 2]).unwrap();
+        for err in [
+            sweep.read().unwrap_err(),
+            sweep.update(|_| Ok(())).unwrap_err(),
+            sweep
+                .sync("s", "s.toml", &ReportSettings::default(), &planned)
+                .unwrap_err(),
+        ] {
+            let err = format!("{err:#}");
+            assert!(
+                err.contains("damaged") && err.contains(BACKUP_FILE),
+                "{err}"
+            );
+        }
+        assert_eq!(std::fs::read(sweep.backup_path()).unwrap(), good, "kept");
+        let restored: Manifest = read_json(&sweep.backup_path()).unwrap();
+        assert_eq!(restored.rows[1].status, Status::Done);
+    }
+
+    #[test]
     fn concurrent_updates_are_not_lost() {
         let dir = tempfile::tempdir().unwrap();
         let sweep = SweepDir::new(dir.path().join("sw"));
@@ -350,18 +463,62 @@ mod tests {
     }
 
     #[test]
-    fn dead_claims_on_this_host_are_detected() {
+    fn a_local_claim_is_live_while_its_process_exists() {
+        let now = unix_now();
         let mine = Claim::mine();
-        assert!(!mine.is_dead_here());
-        let gone = Claim {
-            pid: u32::MAX - 1,
+        assert!(mine.is_live(now) && !mine.is_abandoned());
+        // A process that has exited (reaped): dead at once, whatever its heartbeat says.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let exited = child.id();
+        child.wait().unwrap();
+        let dead = Claim {
+            pid: exited,
             ..mine.clone()
         };
-        assert!(gone.is_dead_here());
-        let elsewhere = Claim {
-            host: "another-node".into(),
-            ..gone
+        assert!(!dead.is_live(now));
+        assert!(!Claim {
+            pid: u32::MAX - 1,
+            ..mine.clone()
+        }
+        .is_live(now));
+        // Alive but silent for longer than STALE_AFTER (a zombie nobody reaps): abandoned.
+        let silent = Claim {
+            heartbeat: Some(now - STALE_AFTER.as_secs() - 1),
+            ..mine.clone()
         };
-        assert!(!elsewhere.is_dead_here());
+        assert!(!silent.is_live(now));
+        let old_format = Claim {
+            heartbeat: None,
+            ..mine
+        };
+        assert!(old_format.is_live(now));
+    }
+
+    #[test]
+    fn a_remote_claim_is_live_while_its_heartbeat_is_fresh() {
+        let now = unix_now();
+        let remote = |beat: Option<u64>| Claim {
+            host: format!("{}-another-node", host_name()),
+            // No such process here: a remote claim's pid says nothing about this host.
+            pid: u32::MAX - 1,
+            since: now - 3600,
+            heartbeat: beat,
+        };
+        assert!(remote(Some(now - HEARTBEAT_EVERY.as_secs())).is_live(now));
+        assert!(remote(Some(now - STALE_AFTER.as_secs())).is_live(now));
+        assert!(!remote(Some(now - STALE_AFTER.as_secs() - 1)).is_live(now));
+        assert!(
+            remote(None).is_live(now),
+            "older claims: left to their executor"
+        );
+    }
+
+    #[test]
+    fn host_name_is_this_machines() {
+        let name = host_name();
+        assert!(!name.is_empty() && !name.contains('\0'));
+        if let Ok(proc_name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(name, proc_name.trim());
+        }
     }
 }

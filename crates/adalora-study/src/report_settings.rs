@@ -12,6 +12,7 @@
 //! Kept in the manifest (copied from the sweep file at every sync), so the report of a sweep
 //! folder needs nothing else.
 
+use adalora_train::config::Setting;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
@@ -121,12 +122,9 @@ impl ReportSettings {
     }
 
     /// The settings every run of the sweep needs for this report (the held-out split).
-    pub fn run_settings(&self) -> Vec<(String, toml::Value)> {
+    pub fn run_settings(&self) -> Vec<Setting> {
         match self.protocol {
-            Some(p @ Protocol::HeldOut) => vec![(
-                "train.protocol".to_string(),
-                toml::Value::String(p.name().into()),
-            )],
+            Some(p @ Protocol::HeldOut) => vec![Setting::new("train.protocol", p.name())],
             Some(Protocol::BestDev) | None => Vec::new(),
         }
     }
@@ -182,7 +180,7 @@ mod tests {
         assert_eq!(s.learned_margin, 5.0);
         assert_eq!(s.center, Center::Median);
         assert_eq!(s.compare, vec![["a".to_string(), "b".to_string()]]);
-        assert_eq!(s.run_settings()[0].0, "train.protocol");
+        assert_eq!(s.run_settings()[0].key, "train.protocol");
     }
 
     #[test]

@@ -40,7 +40,14 @@ pub struct SlurmOptions {
     pub mem: Option<String>,
     /// At most this many runs at once (the array's `%K` throttle).
     pub max_parallel: Option<usize>,
+    /// Seconds before the time limit (or a preemption's kill) at which Slurm sends SIGUSR1: the
+    /// run finishes its step, checkpoints and exits; default [`DEFAULT_SIGNAL_GRACE`].
+    pub signal_grace: Option<u32>,
 }
+
+/// Seconds of warning a task gets before Slurm kills it (`--signal=B:USR1@120`): time to
+/// finish one optimizer step, or an evaluation, and write the checkpoint.
+pub const DEFAULT_SIGNAL_GRACE: u32 = 120;
 
 impl SlurmOptions {
     /// A `[slurm]` table of a sweep file; an unknown key or a wrong type names the key.
@@ -71,12 +78,15 @@ impl SlurmOptions {
             cpus_per_run: self.cpus_per_run.or(base.cpus_per_run),
             mem: self.mem.or_else(|| base.mem.clone()),
             max_parallel: self.max_parallel.or(base.max_parallel),
+            signal_grace: self.signal_grace.or(base.signal_grace),
         }
     }
 
-    /// The `#SBATCH` lines for the resources that are set.
+    /// The `#SBATCH` lines for the resources that are set, and the warning signal.
     fn directives(&self) -> Vec<String> {
-        let mut lines = Vec::new();
+        // B: the signal goes to the batch shell, which `exec`s adalora, so adalora receives it.
+        let grace = self.signal_grace.unwrap_or(DEFAULT_SIGNAL_GRACE);
+        let mut lines = vec![format!("#SBATCH --signal=B:USR1@{grace}")];
         let mut add = |flag: &str, value: Option<String>| {
             if let Some(v) = value {
                 lines.push(format!("#SBATCH --{flag}={v}"));
@@ -542,6 +552,7 @@ mod tests {
         assert_eq!(
             merged.directives(),
             [
+                "#SBATCH --signal=B:USR1@120",
                 "#SBATCH --partition=debug",
                 "#SBATCH --mem=8G",
                 "#SBATCH --gres=gpu:1"

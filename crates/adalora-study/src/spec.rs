@@ -26,16 +26,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adalora_train::config::apply_override;
+use adalora_train::config::Setting;
 use adalora_train::io::fnv1a64;
 use adalora_train::RunConfig;
 use anyhow::{bail, Context};
 
 use crate::report_settings::ReportSettings;
 use crate::slurm::SlurmOptions;
-
-/// One setting: a dotted `RunConfig` key and its TOML value.
-pub type Setting = (String, toml::Value);
 
 const TOP_LEVEL_KEYS: [&str; 9] = [
     "name",
@@ -93,10 +90,7 @@ pub struct PlannedRun {
 impl PlannedRun {
     /// `key=value` strings, as `--set` takes them.
     pub fn overrides(&self) -> Vec<String> {
-        self.settings
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect()
+        self.settings.iter().map(Setting::to_string).collect()
     }
 
     /// The value this run sets for `key`, if any (the last assignment wins).
@@ -104,8 +98,8 @@ impl PlannedRun {
         self.settings
             .iter()
             .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+            .find(|s| s.key == key)
+            .map(|s| &s.value)
     }
 }
 
@@ -281,7 +275,7 @@ impl SweepSpec {
             settings.extend(row.iter().cloned());
             let label = row
                 .iter()
-                .map(|(k, v)| short_label(k, v))
+                .map(|s| short_label(&s.key, &s.value))
                 .collect::<Vec<_>>()
                 .join("-");
             runs.push(
@@ -307,14 +301,15 @@ impl SweepSpec {
     }
 
     fn plan(&self, label: String, settings: Vec<Setting>) -> anyhow::Result<PlannedRun> {
-        let overrides: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let config = RunConfig::load(self.base.as_deref(), &overrides).with_context(|| {
-            format!(
-                "sweep file {}: run {label} ({})",
-                self.path.display(),
-                overrides.join(" ")
-            )
-        })?;
+        let config =
+            RunConfig::load_settings(self.base.as_deref(), &settings).with_context(|| {
+                let shown: Vec<String> = settings.iter().map(Setting::to_string).collect();
+                format!(
+                    "sweep file {}: run {label} ({})",
+                    self.path.display(),
+                    shown.join(" ")
+                )
+            })?;
         let hash = format!("{:016x}", fnv1a64(config.to_toml()?.as_bytes()));
         Ok(PlannedRun {
             label: sanitize(&label),
@@ -357,7 +352,7 @@ fn axis_value(key: &str, v: &toml::Value, origin: &str) -> anyhow::Result<AxisVa
             check_setting(key, v, origin)?;
             Ok(AxisValue {
                 label: short_label(key, v),
-                settings: vec![(key.to_string(), v.clone())],
+                settings: vec![Setting::new(key, v.clone())],
             })
         }
     }
@@ -370,8 +365,8 @@ fn settings_of(v: &toml::Value, origin: &str) -> anyhow::Result<Vec<Setting>> {
         .with_context(|| format!("{origin} must be a table of settings"))?;
     let mut out = Vec::new();
     flatten("", table, &mut out);
-    for (k, v) in &out {
-        check_setting(k, v, origin)?;
+    for s in &out {
+        check_setting(&s.key, &s.value, origin)?;
     }
     Ok(out)
 }
@@ -386,7 +381,7 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<Setting>) {
         match v {
             // `custom` is itself a table-valued setting; every other table is a section.
             toml::Value::Table(t) if key != "custom" => flatten(&key, t, out),
-            _ => out.push((key, v.clone())),
+            _ => out.push(Setting::new(&key, v.clone())),
         }
     }
 }
@@ -394,12 +389,9 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<Setting>) {
 /// Does `key = value` name a real setting of the right type? Checked alone on the defaults
 /// (deserialization only: cross-setting rules are checked per run).
 fn check_setting(key: &str, value: &toml::Value, origin: &str) -> anyhow::Result<()> {
-    let mut doc = toml::Table::new();
-    apply_override(&mut doc, &format!("{key}={value}"))?;
-    toml::Value::Table(doc)
-        .try_into::<RunConfig>()
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("{origin}: setting `{key}` = {value}: {e}"))
+    Setting::new(key, value.clone())
+        .check()
+        .with_context(|| origin.to_string())
 }
 
 fn short_label(key: &str, v: &toml::Value) -> String {

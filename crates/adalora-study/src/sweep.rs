@@ -13,7 +13,7 @@ use crate::runs::RunSummary;
 use anyhow::Context;
 
 use crate::executor::{self, Executor, LocalExecutor, Outcome, SweepJob};
-use crate::manifest::{Status, SweepDir};
+use crate::manifest::{Claim, Status, SweepDir};
 use crate::slurm::{SlurmExecutor, SlurmOptions};
 use crate::spec::{PlannedRun, SweepSpec};
 
@@ -102,6 +102,7 @@ pub fn run(opts: &SweepOptions) -> anyhow::Result<()> {
     if let Some(index) = opts.run_index {
         return match executor::run_index(&sweep, &runs, index)? {
             Outcome::Failed { error } => anyhow::bail!("run #{index} failed: {error}"),
+            Outcome::Interrupted(stop) => Err(stop.into()),
             _ => Ok(()),
         };
     }
@@ -193,7 +194,7 @@ fn print_status(sweep: &SweepDir) -> anyhow::Result<()> {
     );
     for r in &m.rows {
         let status = match r.status {
-            Status::Running if r.claim.as_ref().is_some_and(|c| c.is_dead_here()) => "stopped",
+            Status::Running if r.claim.as_ref().is_some_and(Claim::is_abandoned) => "stopped",
             s => status_name(s),
         };
         println!(
@@ -233,7 +234,7 @@ pub fn status_name(s: Status) -> &'static str {
 fn varying_settings(runs: &[PlannedRun]) -> Vec<String> {
     let mut keys: Vec<String> = runs
         .iter()
-        .flat_map(|r| r.settings.iter().map(|(k, _)| k.clone()))
+        .flat_map(|r| r.settings.iter().map(|s| s.key.clone()))
         .collect();
     keys.sort();
     keys.dedup();

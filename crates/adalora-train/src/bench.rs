@@ -468,12 +468,8 @@ pub fn table(rows: &[BenchRow]) -> String {
 /// The rows as CSV (header `workload,method,variant,batch,seq,unit,median,min,max,n`),
 /// written atomically.
 pub fn write_csv(path: &Path, rows: &[BenchRow]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    let bytes = w.into_inner().context("serializing benchmark rows")?;
-    crate::io::atomic_write(path, &bytes)
+    adalora_fs::write_csv(path, |w| rows.iter().try_for_each(|r| w.serialize(r)))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -204,9 +204,9 @@ impl DeviceKind {
         }
     }
 
-    /// The setting (`--set` syntax) that selects this device.
-    pub fn setting(self) -> String {
-        format!("device={:?}", self.name())
+    /// The setting that selects this device.
+    pub fn setting(self) -> Setting {
+        Setting::new("device", self.name())
     }
 }
 
@@ -320,8 +320,18 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
-    /// Load `path` (if any), apply `key=value` overrides in order, and check the result.
+    /// Load `path` (if any), apply `key=value` overrides (`--set` syntax, see
+    /// [`Setting::parse`]) in order, and check the result.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Self> {
+        let settings = overrides
+            .iter()
+            .map(|o| Setting::parse(o))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Self::load_settings(path, &settings)
+    }
+
+    /// Load `path` (if any), apply `settings` in order, and check the result.
+    pub fn load_settings(path: Option<&Path>, settings: &[Setting]) -> anyhow::Result<Self> {
         let mut doc = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -331,8 +341,8 @@ impl RunConfig {
             }
             None => toml::Table::new(),
         };
-        for o in overrides {
-            apply_override(&mut doc, o)?;
+        for setting in settings {
+            setting.apply(&mut doc)?;
         }
         let origin = path
             .map(|p| p.display().to_string())
@@ -617,37 +627,90 @@ pub fn read_rank_pattern(path: &Path) -> anyhow::Result<BTreeMap<String, usize>>
         .collect()
 }
 
-/// `a.b.c=value`: value parsed as a TOML literal (number, bool, array, quoted string), else
-/// taken as a bare string.
-pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> anyhow::Result<()> {
-    let (key, raw) = assignment
-        .split_once('=')
-        .with_context(|| format!("override {assignment:?} must look like section.key=value"))?;
-    let key = key.trim();
-    if key.is_empty() {
-        bail!("override {assignment:?} has an empty key");
-    }
-    let value = parse_value(raw.trim());
-    let parts: Vec<&str> = key.split('.').collect();
-    let mut table = doc;
-    for part in &parts[..parts.len() - 1] {
-        let entry = table
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .with_context(|| format!("override {key}: {part} is not a table"))?;
-    }
-    table.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
+/// One setting over a configuration: a dotted key (`train.lr`) and its TOML value. Flags
+/// build these from typed values; `--set key=value` text goes through [`Setting::parse`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setting {
+    pub key: String,
+    pub value: toml::Value,
 }
 
-fn parse_value(raw: &str) -> toml::Value {
+impl Setting {
+    pub fn new(key: &str, value: impl Into<toml::Value>) -> Self {
+        Setting {
+            key: key.to_string(),
+            value: value.into(),
+        }
+    }
+
+    /// `a.b.c=value`: the value as a TOML literal (number, bool, array, quoted string). A bare
+    /// word is taken as a string only where the setting is one (`task=rotten_tomatoes`,
+    /// `method=lora`); anywhere else text that is not a TOML value is an error naming the key
+    /// and the type it takes — never silently a different setting.
+    pub fn parse(assignment: &str) -> anyhow::Result<Self> {
+        let (key, raw) = assignment
+            .split_once('=')
+            .with_context(|| format!("setting {assignment:?} must look like section.key=value"))?;
+        let (key, raw) = (key.trim(), raw.trim());
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            bail!("setting {assignment:?} has an empty key");
+        }
+        if let Some(value) = toml_literal(raw) {
+            return Ok(Setting::new(key, value));
+        }
+        let bare = Setting::new(key, raw);
+        match bare.check() {
+            // serde's wording for a value of the wrong kind: the setting takes no text at all.
+            // (A string the setting refuses, e.g. an unknown method, is left to the full check,
+            // which lists the allowed values.)
+            Err(e) if format!("{e:#}").contains("invalid type: string") => Err(e.context(format!(
+                "setting `{key}={raw}`: `{raw}` is not a TOML value (quote text: \"…\")"
+            ))),
+            _ => Ok(bare),
+        }
+    }
+
+    /// Does this setting name a real setting with a value of its type? Checked alone on the
+    /// defaults (deserialization only: rules across settings are checked with the whole config).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let mut doc = toml::Table::new();
+        self.apply(&mut doc)?;
+        toml::Value::Table(doc)
+            .try_into::<RunConfig>()
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("setting `{}` = {}: {e}", self.key, self.value))
+    }
+
+    /// Set the key in `doc`, creating its tables.
+    pub fn apply(&self, doc: &mut toml::Table) -> anyhow::Result<()> {
+        let parts: Vec<&str> = self.key.split('.').collect();
+        let mut table = doc;
+        for part in &parts[..parts.len() - 1] {
+            let entry = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry
+                .as_table_mut()
+                .with_context(|| format!("setting {}: {part} is not a table", self.key))?;
+        }
+        table.insert(parts[parts.len() - 1].to_string(), self.value.clone());
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Setting {
+    /// `key=value` with the value as TOML: [`Setting::parse`] reads it back unchanged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// `raw` as a TOML value, if it is one.
+fn toml_literal(raw: &str) -> Option<toml::Value> {
     format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
 #[cfg(test)]
@@ -686,6 +749,51 @@ mod tests {
         assert!(format!("{err:#}").contains("target_r = 20"), "{err:#}");
         let err = RunConfig::load(None, &["method=prefix".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
+    }
+
+    #[test]
+    fn bare_words_are_strings_only_where_the_setting_is_one() {
+        assert_eq!(
+            Setting::parse("task=rotten_tomatoes").unwrap().value,
+            toml::Value::String("rotten_tomatoes".into())
+        );
+        assert_eq!(
+            Setting::parse("method=lora").unwrap().value.as_str(),
+            Some("lora")
+        );
+        assert_eq!(
+            Setting::parse("train.lr=2e-3").unwrap().value.as_float(),
+            Some(2e-3)
+        );
+        for (bad, key, expected) in [
+            ("train.lr=1e-3x", "train.lr", "f64"),
+            ("lora.r=four", "lora.r", "usize"),
+            ("target.layers=[0,1", "target.layers", "sequence"),
+            ("train.skip_bad_rows=yes", "train.skip_bad_rows", "bool"),
+        ] {
+            let err = format!("{:#}", Setting::parse(bad).unwrap_err());
+            assert!(err.contains(key) && err.contains(expected), "{bad}: {err}");
+        }
+        for bad in ["=1", "train.=1", "lr"] {
+            assert!(Setting::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_setting_round_trips_through_its_text() {
+        for text in [
+            "csv:a\"b\\c.csv",
+            "esc\u{1b}del\u{7f}",
+            "naïve, \n two lines",
+        ] {
+            let s = Setting::new("task", text);
+            assert_eq!(Setting::parse(&s.to_string()).unwrap(), s, "{s}");
+        }
+        let layers = Setting::new(
+            "target.layers",
+            toml::Value::Array(vec![1.into(), 3.into()]),
+        );
+        assert_eq!(Setting::parse(&layers.to_string()).unwrap(), layers);
     }
 
     #[test]

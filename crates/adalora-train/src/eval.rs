@@ -97,7 +97,8 @@ pub fn orth_term<B: Backend, M: SequenceClassifier<B>>(
     Some(r.into_scalar().elem::<f64>())
 }
 
-/// CSV `index,prediction,logit_0,…` (prediction = label name, or the score for regression).
+/// CSV `index,prediction,logit_0,…` (prediction = label name, or the score for regression),
+/// quoted by the `csv` crate: a label is user data and may hold commas, quotes or newlines.
 pub fn write_predictions_csv(
     path: &std::path::Path,
     logits: &[f32],
@@ -105,18 +106,22 @@ pub fn write_predictions_csv(
 ) -> anyhow::Result<()> {
     let k = kind.num_outputs();
     let preds = to_predictions(logits, kind);
-    let mut text = String::from("index,prediction");
-    for j in 0..k {
-        text.push_str(&format!(",logit_{j}"));
-    }
-    text.push('\n');
-    for (i, row) in logits.chunks(k).enumerate() {
-        let p = match &preds {
-            Predictions::Class(c) => kind.labels()[c[i]].clone(),
-            Predictions::Score(s) => format!("{}", s[i]),
-        };
-        let vals: Vec<String> = row.iter().map(|v| format!("{v:.7}")).collect();
-        text.push_str(&format!("{i},{p},{}\n", vals.join(",")));
-    }
-    crate::io::atomic_write(path, text.as_bytes())
+    let header = ["index".to_string(), "prediction".to_string()]
+        .into_iter()
+        .chain((0..k).map(|j| format!("logit_{j}")));
+    adalora_fs::write_csv(path, |w| {
+        w.write_record(header)?;
+        for (i, row) in logits.chunks(k).enumerate() {
+            let p = match &preds {
+                Predictions::Class(c) => kind.labels()[c[i]].clone(),
+                Predictions::Score(s) => format!("{}", s[i]),
+            };
+            let fields = [i.to_string(), p]
+                .into_iter()
+                .chain(row.iter().map(|v| format!("{v:.7}")));
+            w.write_record(fields)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }

@@ -26,6 +26,27 @@ use ndarray_linalg::{JobSvd, QR, SVDDC};
 
 use crate::config::RunConfig;
 
+unsafe extern "C" {
+    /// OpenBLAS's setter of its thread-pool size (the system library `ndarray-linalg` links).
+    fn openblas_set_num_threads(num_threads: std::ffi::c_int);
+}
+
+/// Run the host linear algebra (here and in `adalora analyze`) on one OpenBLAS thread unless
+/// `OPENBLAS_NUM_THREADS` says otherwise: these matrices (≤ 4096 per side) gain nothing from
+/// OpenBLAS's pool, whose spinning threads made an analysis 7× slower on a loaded 2-core
+/// machine (51.9 s against 7.2 s for one run of `experiments/analysis_rt.toml` next to a
+/// sweep), and it would compete with the training's own threads.
+pub fn single_threaded_blas() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() {
+            // SAFETY: a plain setter of the library's global thread count, called before any
+            // other thread of ours uses BLAS (Once), with a valid count.
+            unsafe { openblas_set_num_threads(1) }
+        }
+    });
+}
+
 /// Factors in PyTorch/PEFT layout: `a [r, d_in]`, `e [r]` (SVD adapters; empty for LoRA),
 /// `b [d_out, r]`.
 #[derive(Clone, Debug)]
@@ -41,6 +62,7 @@ pub fn top_svd(
     w: &Array2<f64>,
     r: usize,
 ) -> anyhow::Result<(Array2<f64>, Array1<f64>, Array2<f64>)> {
+    single_threaded_blas();
     let k = w.nrows().min(w.ncols());
     if r > k {
         bail!("rank {r} exceeds the matrix's {k} singular values");
@@ -75,6 +97,7 @@ pub fn olora(w: &Array2<f64>, r: usize) -> anyhow::Result<Factors> {
     if r > k {
         bail!("rank {r} exceeds the matrix's rank bound min(d_out, d_in) = {k}");
     }
+    single_threaded_blas();
     let (q, rr) = w
         .qr()
         .context("QR of the pretrained weight (LAPACK geqrf/orgqr)")?;

@@ -1,25 +1,15 @@
 //! File output that never loses what was already written: atomic replace for JSON/checkpoints,
 //! and run-folder guards.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-/// Write `bytes` to `path` via a temporary sibling and a rename (atomic on POSIX), with fsync,
-/// so a crash leaves either the old or the new file, never a truncated one.
+/// Replace `path` with `bytes` atomically, with fsync of the file and its folder: the
+/// project's one file layer ([`adalora_fs::write`]), with the training code's error type.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    Ok(adalora_fs::write(path, bytes)?)
 }
 
 /// FNV-1a (64-bit): a stable, dependency-free fingerprint of bytes (base-model identity,
@@ -187,14 +177,10 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
         if path.is_file() {
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("syncing {}", path.display()))?;
+            adalora_fs::sync_file(&path)?;
         }
     }
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
+    Ok(adalora_fs::sync_dir(dir)?)
 }
 
 /// Undo what a process killed inside [`replace_dir`] left behind: if it died between parking
@@ -281,16 +267,6 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.json");
-        atomic_write(&p, b"one").unwrap();
-        atomic_write(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
 
     #[test]
     fn finished_run_is_refused_without_overwrite() {

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod params;
 pub mod peft;
 pub mod provenance;
+pub mod signals;
 pub mod task;
 pub mod trainer;
 

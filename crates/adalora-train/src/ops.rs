@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, Setting};
 use crate::eval::{evaluate_split, predict_logits};
 use crate::io::{read_json, RunDir};
 use crate::merge::write_hf_model;
@@ -31,16 +31,16 @@ pub struct Source {
 impl Source {
     /// A run folder: its config and its final adapter (or `best` with `use_best`). The base
     /// model is the one the run recorded, or `model` (checked against the run's fingerprint)
-    /// when it has moved. `overrides` (`--set` syntax) replace the run's settings, e.g.
-    /// `device="cpu"` to evaluate a GPU run on a machine without one.
+    /// when it has moved. `overrides` replace the run's settings, e.g. `device = "cpu"` to
+    /// evaluate a GPU run on a machine without one.
     pub fn from_run(
         run: &Path,
         use_best: bool,
         model: Option<&Path>,
-        overrides: &[String],
+        overrides: &[Setting],
     ) -> anyhow::Result<Self> {
         let dir = RunDir::new(run);
-        let config = RunConfig::load(Some(&dir.config()), overrides)
+        let config = RunConfig::load_settings(Some(&dir.config()), overrides)
             .with_context(|| format!("{} is not a run folder", run.display()))?;
         let weights = if use_best {
             dir.best_adapter()

@@ -32,6 +32,7 @@ use crate::lr::LrSchedule;
 use crate::params::{load_trainable, renumber_params, save_trainable};
 use crate::peft::save_peft_adapter;
 use crate::provenance::Provenance;
+use crate::signals::{Interrupted, INTERRUPTED_FILE};
 use crate::task::{prepare_task, PreparedTask, SELECTION_SPLIT};
 
 pub type Model<B> = AnyClassifier<B>;
@@ -320,26 +321,23 @@ impl MetricsLog {
             .map(|s| s.to_string())
             .chain(metric_names.iter().cloned())
             .collect();
-        let mut text = header.join(",") + "\n";
-        if let (Some(limit), true) = (keep_until, path.exists()) {
-            let old = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            for line in old.lines().skip(1) {
-                let fields: Vec<&str> = line.split(',').collect();
-                let step: usize = fields[0].parse().unwrap_or(usize::MAX);
+        let kept = match (keep_until, path.exists()) {
+            (Some(limit), true) => read_metrics_rows(&path)?
+                .into_iter()
                 // A row torn by a kill has fewer fields (and a step after the checkpoint).
-                if step <= limit && fields.len() == header.len() {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-            }
-        }
-        atomic_write(&path, text.as_bytes())?;
+                .filter(|r| r.len() == header.len())
+                .filter(|r| r[0].parse::<usize>().is_ok_and(|step| step <= limit))
+                .collect(),
+            _ => Vec::new(),
+        };
+        adalora_fs::write_csv(&path, |w| {
+            w.write_record(&header)?;
+            kept.iter().try_for_each(|r| w.write_record(r))
+        })?;
         Ok(MetricsLog { path, metric_names })
     }
 
     fn append(&self, fixed: [String; 10], metrics: &BTreeMap<String, f64>) -> anyhow::Result<()> {
-        use std::io::Write;
         let mut row: Vec<String> = fixed.to_vec();
         for name in &self.metric_names {
             row.push(
@@ -349,12 +347,32 @@ impl MetricsLog {
                     .unwrap_or_default(),
             );
         }
-        std::fs::OpenOptions::new()
+        // An append, not a replace: a kill can tear only this last row, which the resume drops.
+        let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.path)
-            .and_then(|mut f| writeln!(f, "{}", row.join(",")))
+            .with_context(|| format!("appending to {}", self.path.display()))?;
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(file);
+        w.write_record(&row)
+            .and_then(|()| Ok(w.flush()?))
             .with_context(|| format!("appending to {}", self.path.display()))
     }
+}
+
+/// The data rows of a `metrics.csv` as written so far (a torn last row included, with fewer
+/// fields; the caller decides what to keep).
+fn read_metrics_rows(path: &Path) -> anyhow::Result<Vec<csv::StringRecord>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    reader
+        .records()
+        .enumerate()
+        .map(|(i, r)| r.with_context(|| format!("{} line {}", path.display(), i + 2)))
+        .collect()
 }
 
 /// Drop history lines logged after `step` (they will be logged again by the resumed run).
@@ -662,6 +680,12 @@ impl Run<'_> {
             // On resume, rank_pattern.json may describe steps past the checkpoint: restate it.
             self.write_rank_pattern_file(&model, &a.rank_pattern(), state.step, a.budget())?;
         }
+        // Resumed: no longer interrupted (the record of an earlier stop goes).
+        let interrupted = self.dir.root.join(INTERRUPTED_FILE);
+        if interrupted.exists() {
+            std::fs::remove_file(&interrupted)
+                .with_context(|| format!("removing {}", interrupted.display()))?;
+        }
         let started = Instant::now();
         let time_before = state.train_seconds;
         while state.step < self.total_steps {
@@ -730,7 +754,9 @@ impl Run<'_> {
                     self.evaluate_and_track(&model, &mut state, epoch, &optim, &bar)?;
                     self.save_checkpoint(&model, &optim, &state)?;
                 }
-                if opts.stop_after_steps == Some(state.step) && state.step < self.total_steps {
+                let signal = crate::signals::requested();
+                let asked = opts.stop_after_steps == Some(state.step);
+                if (asked || signal.is_some()) && state.step < self.total_steps {
                     state.train_seconds = time_before + started.elapsed().as_secs_f64();
                     if end_of_epoch {
                         state.epoch += 1;
@@ -738,6 +764,19 @@ impl Run<'_> {
                     }
                     self.save_checkpoint(&model, &optim, &state)?;
                     bar.finish_and_clear();
+                    if let Some(signal) = signal {
+                        let stop = Interrupted {
+                            signal: signal.into(),
+                            step: state.step,
+                            total_steps: self.total_steps,
+                            run: self.dir.root.clone(),
+                            at: std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs()),
+                        };
+                        stop.write()?;
+                        return Err(stop.into());
+                    }
                     eprintln!(
                         "stopped after step {} as asked; continue with --resume",
                         state.step
