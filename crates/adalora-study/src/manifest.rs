@@ -306,8 +306,7 @@ impl SweepDir {
 }
 
 /// A process of this host with this id exists (`kill(pid, 0)`: delivers nothing, only checks;
-/// EPERM means it exists but belongs to someone else). A zombie still counts as existing; its
-/// heartbeat goes stale instead.
+/// EPERM means it exists but belongs to someone else), and is not a zombie.
 fn process_alive(pid: u32) -> bool {
     // 0 and ids beyond i32 would address process groups, not a process.
     let Ok(id) = libc::pid_t::try_from(pid) else {
@@ -318,7 +317,22 @@ fn process_alive(pid: u32) -> bool {
     }
     // SAFETY: kill with signal 0 has no effect beyond its return value and errno.
     let rc = unsafe { libc::kill(id, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// A killed process whose parent died too stays a zombie until something reaps it, which a
+/// container's init may never do; kill(pid, 0) still finds it. Where Linux's /proc tells, such
+/// a process is dead at once (elsewhere its heartbeat goes stale after [`STALE_AFTER`]).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state is the first field after the parenthesised command name.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        .is_some_and(|state| matches!(state, 'Z' | 'X'))
 }
 
 /// This machine's host name (`gethostname`), as a cluster's nodes tell each other apart.
